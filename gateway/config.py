@@ -1,0 +1,185 @@
+"""Configuration, read once from the environment into a frozen object that is passed in explicitly.
+
+Every limit the gateway enforces is a named field here with a comment on why its default is what it
+is. Keys are stripped of stray whitespace (a pasted key with a trailing newline is the most common
+cause of a silent 401). A malformed value is a `ConfigError` at startup, naming the variable but
+never echoing a secret.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Mapping
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the gateway cannot use."""
+
+
+LATENCY_MODES = ("disabled", "shadow", "enabled")
+
+# Names whose values are secrets: never logged, never echoed in errors or routes.
+SECRET_FIELDS = frozenset(
+    {"deepgram_api_key", "openai_api_key", "elevenlabs_api_key", "twilio_auth_token", "dashboard_token"}
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- network surface ---
+    port: int = 8000
+    host: str = "0.0.0.0"
+    public_url: str = "http://localhost:8000"  # the URL Twilio reaches us at; the wss:// stream URL is built from it
+    workers: int = 1  # uvicorn worker processes (WEB_CONCURRENCY)
+
+    # --- providers (empty key = engine not configured) ---
+    deepgram_api_key: str = ""
+    deepgram_base_url: str = ""  # e.g. ws://127.0.0.1:9001 for the emulator; empty = Deepgram's cloud
+    deepgram_model: str = "nova-3"
+    openai_api_key: str = ""
+    openai_base_url: str = ""  # any OpenAI-compatible server (vLLM, Ollama, llama.cpp)
+    openai_model: str = "gpt-4o-mini"
+    openai_fallback_model: str = ""
+    elevenlabs_api_key: str = ""
+    elevenlabs_base_url: str = ""
+    elevenlabs_voice_id: str = "21m00Tcm4TlvDq8ikWAM"
+    elevenlabs_model: str = "eleven_flash_v2_5"
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_api_base_url: str = ""
+    twilio_validate_signatures: bool = True  # only meaningful when twilio_auth_token is set
+
+    # --- state ---
+    redis_url: str = ""
+    voicegate_db: str = "voicegate.db"
+    dashboard_token: str = ""
+
+    # --- behaviour ---
+    latency_optimization_mode: str = "enabled"
+    local_engines: bool = True  # load whisper + piper (the embedded default and the last fallback)
+    timezone: str = "America/New_York"  # the business's timezone, for "tomorrow at 3"
+    log_level: str = "INFO"
+
+    # --- limits ---
+    max_concurrent_calls: int = 200  # above this a call is answered busy rather than degraded for everyone
+    max_call_seconds: int = 1800  # 30 min: a booking call that runs longer is stuck, not busy
+    idle_timeout_seconds: float = 15.0  # Twilio sends media every 20 ms, so 15 s without any is a dead peer
+    max_message_bytes: int = 64 * 1024  # a 20 ms frame is ~300 bytes of JSON; 64 KiB allows 4 s frames
+    max_media_payload_bytes: int = 32_000  # decoded mu-law per message: 4 s at 8 kHz
+    max_utterance_seconds: float = 30.0  # then the utterance is cut and processed (issue 2)
+    end_of_speech_ms: int = 500  # VAD silence that ends a caller turn
+    outbound_lead_ms: int = 300  # audio buffered ahead at Twilio: small enough for a quick barge-in
+    max_reply_tokens: int = 150  # replies are spoken: keep them short
+    max_caller_text_chars: int = 2000  # ~30 s of speech is ~500 chars; anything longer is garbage
+    stt_workers: int = 2  # threads for local whisper: one per core
+    tts_workers: int = 2
+
+    @property
+    def public_host(self) -> str:
+        return urlsplit(self.public_url).netloc
+
+    @property
+    def media_stream_url(self) -> str:
+        """The public wss:// URL Twilio connects to, also the URL signatures are computed over."""
+        return f"wss://{self.public_host}/twilio/media"
+
+    def public_http_url(self, path: str) -> str:
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}{path}"
+
+    @property
+    def deepgram_enabled(self) -> bool:
+        return bool(self.deepgram_api_key)
+
+    @property
+    def openai_enabled(self) -> bool:
+        return bool(self.openai_api_key or self.openai_base_url)
+
+    @property
+    def elevenlabs_enabled(self) -> bool:
+        return bool(self.elevenlabs_api_key)
+
+    @property
+    def twilio_rest_enabled(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+    def redacted(self) -> dict[str, object]:
+        """The settings as a dict safe to log: secrets become 'set'/'unset'."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = ("set" if value else "unset") if f.name in SECRET_FIELDS else value
+        return out
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            names = _ENV_NAMES.get(f.name, (f.name.upper(),))
+            raw = next((env[n] for n in names if n in env), None)
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, names[0], raw, type(getattr(cls, f.name)))
+        values.update(overrides)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings._validate()
+        return settings
+
+    def _validate(self) -> None:
+        if self.latency_optimization_mode not in LATENCY_MODES:
+            raise ConfigError(
+                f"LATENCY_OPTIMIZATION_MODE must be one of {', '.join(LATENCY_MODES)}, "
+                f"not {self.latency_optimization_mode!r}"
+            )
+        parts = urlsplit(self.public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"PUBLIC_URL must be an http(s) URL such as https://voice.example.com, not {self.public_url!r}")
+        for name in ("port", "max_concurrent_calls", "max_call_seconds", "workers", "end_of_speech_ms"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.upper()} must be positive")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError("PORT must be between 1 and 65535")
+        for name in ("deepgram_base_url", "openai_base_url", "elevenlabs_base_url", "twilio_api_base_url", "redis_url"):
+            value = getattr(self, name)
+            if value and not urlsplit(value).scheme:
+                raise ConfigError(f"{name.upper()} must be a URL with a scheme, not {value!r}")
+
+
+# Environment names that differ from the field name upper-cased.
+_ENV_NAMES: dict[str, tuple[str, ...]] = {
+    "workers": ("WEB_CONCURRENCY",),
+    "local_engines": ("VOICEGATE_LOCAL_ENGINES",),
+    "timezone": ("VOICEGATE_TIMEZONE",),
+    "host": ("HOST",),
+    "twilio_validate_signatures": ("TWILIO_VALIDATE_SIGNATURES",),
+    "idle_timeout_seconds": ("IDLE_TIMEOUT_SECONDS",),
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse(field_name: str, env_name: str, raw: str, kind: type) -> object:
+    value = raw.strip()  # stray whitespace around pasted keys is stripped, not an error
+    secret = field_name in SECRET_FIELDS
+    shown = "<redacted>" if secret else repr(raw)
+    try:
+        if kind is bool:
+            low = value.lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        if kind is int:
+            return int(value)
+        if kind is float:
+            return float(value)
+    except ValueError:
+        raise ConfigError(f"{env_name} must be a {kind.__name__}, got {shown}") from None
+    if secret and any(c.isspace() for c in value):
+        raise ConfigError(f"{env_name} contains whitespace inside the key; check for a paste error")
+    return value

@@ -1,0 +1,251 @@
+"""Events into the call core and actions out of it: small frozen dataclasses.
+
+The core (`gateway.session.CallSession`) never awaits anything. The media endpoint and the provider
+tasks turn what happens on the network into events, and carry out the actions the core returns.
+Every event carries `now` (seconds on the event loop's monotonic clock) so the core's timing logic
+is deterministic under test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+# ---------------------------------------------------------------- events (network -> core)
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    now: float
+    call_sid: str
+    stream_sid: str
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioReceived:
+    """Caller audio: 8 kHz mu-law, any length."""
+
+    now: float
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptReceived:
+    """Text from the STT engine.
+
+    `is_final`: this text will not be revised (interim results have it False).
+    `end_of_turn`: the engine says the caller finished (Deepgram speech_final / UtteranceEnd /
+    from_finalize, or a batch engine's only result).
+    """
+
+    now: float
+    text: str
+    is_final: bool = True
+    end_of_turn: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDelta:
+    """A piece of the agent's reply text as the dialog/LLM produces it."""
+
+    now: float
+    turn_id: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDone:
+    now: float
+    turn_id: int
+    hang_up: bool = False  # the dialog ended the conversation: hang up after this reply has played
+    transfer_to: str = ""  # the dialog asked to transfer the call once this reply has played
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechAudio:
+    """Synthesized reply audio for one sentence: 8 kHz mu-law, any length."""
+
+    now: float
+    turn_id: int
+    sentence: int
+    audio: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechDone:
+    now: float
+    turn_id: int
+    sentence: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarkEchoed:
+    now: float
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfReceived:
+    now: float
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFailed:
+    """A provider gave up on a turn after its own fallbacks: the core apologises instead of going silent."""
+
+    now: float
+    role: str  # "stt" | "llm" | "tts"
+    turn_id: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed: the core may have frames to send or a timeout to act on."""
+
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    now: float
+    reason: str  # "stop" | "closed" | "hangup" | "timeout" | "error" | ...
+
+
+Event = (
+    CallStarted
+    | AudioReceived
+    | TranscriptReceived
+    | ReplyDelta
+    | ReplyDone
+    | SpeechAudio
+    | SpeechDone
+    | MarkEchoed
+    | DtmfReceived
+    | ProviderFailed
+    | Tick
+    | CallEnded
+)
+
+
+# ---------------------------------------------------------------- actions (core -> network)
+
+
+@dataclass(frozen=True, slots=True)
+class SendMedia:
+    payload: bytes  # one 160-byte frame of mu-law
+
+
+@dataclass(frozen=True, slots=True)
+class SendMark:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendClear:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribeUtterance:
+    """The local VAD ended a caller turn. Batch engines transcribe `audio`; streaming engines
+    (Deepgram) ignore it and send Finalize, since they already have the audio."""
+
+    turn_id: int
+    audio: bytes  # mu-law 8 kHz, from the pre-roll before onset to the end of speech
+
+
+@dataclass(frozen=True, slots=True)
+class StartReply:
+    """Ask the dialog for the agent's reply to the caller's turn (or to a DTMF digit, or the greeting)."""
+
+    turn_id: int
+    user_text: str | None  # None for the greeting and for DTMF-only turns
+    history: tuple[Mapping[str, str], ...]  # OpenAI-style messages, what was said and heard so far
+    dtmf: str = ""
+    reprompt: str = ""  # "apology" when a provider failed and the caller is asked to repeat
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReply:
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Synthesize:
+    turn_id: int
+    sentence: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class HangUp:
+    reason: str
+    transfer_to: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnTimings:
+    """Per-turn record for the transcript store, metrics and the latency log line.
+
+    Times are monotonic seconds; durations derived from them are None when a stage did not happen.
+    """
+
+    turn_id: int
+    user_text: str | None
+    agent_text: str  # the reply as planned
+    heard_text: str  # what the caller heard (all of it, unless they barged in)
+    interrupted: bool
+    dtmf: str = ""
+    speech_ended_at: float | None = None  # when the caller's last word ended (audio position)
+    vad_end_at: float | None = None  # when the VAD decided the turn ended
+    transcript_at: float | None = None
+    reply_started_at: float | None = None
+    first_token_at: float | None = None
+    first_sentence_at: float | None = None
+    first_audio_at: float | None = None  # first synthesized byte of the reply
+    first_frame_at: float | None = None  # first reply frame sent to the caller
+    reply_done_at: float | None = None
+
+    def split(self) -> dict[str, float | None]:
+        """The latency split in milliseconds: vad, stt, llm (first token and first phrase), tts, overhead."""
+
+        def ms(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else round((b - a) * 1000.0, 1)
+
+        turn_start = self.transcript_at if self.vad_end_at is None else self.vad_end_at
+        stt = ms(self.vad_end_at, self.transcript_at)
+        llm_first_token = ms(self.reply_started_at, self.first_token_at)
+        llm_first_sentence = ms(self.reply_started_at, self.first_sentence_at)
+        tts = ms(self.first_sentence_at, self.first_audio_at)
+        total = ms(turn_start, self.first_frame_at)
+        overhead = None
+        if total is not None:
+            overhead = round(total - sum(x for x in (stt, llm_first_sentence, tts) if x is not None), 1)
+            if stt is not None and stt < 0:  # streaming STT finished before the VAD: it is not on the path
+                overhead = round(total - sum(x for x in (llm_first_sentence, tts) if x is not None), 1)
+        return {
+            "vad_ms": ms(self.speech_ended_at, self.vad_end_at),
+            "stt_ms": stt,
+            "llm_first_token_ms": llm_first_token,
+            "llm_first_sentence_ms": llm_first_sentence,
+            "tts_first_byte_ms": tts,
+            "gateway_overhead_ms": overhead,
+            "voice_to_voice_ms": ms(self.speech_ended_at, self.first_frame_at),
+        }
+
+
+Action = (
+    SendMedia
+    | SendMark
+    | SendClear
+    | TranscribeUtterance
+    | StartReply
+    | CancelReply
+    | Synthesize
+    | HangUp
+    | TurnTimings
+)

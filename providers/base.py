@@ -1,0 +1,113 @@
+"""One `typing.Protocol` per provider role, and the one exception tree providers raise.
+
+A call opens one stream per role at its start and closes it at its end:
+- `SttStream`: caller audio in (every inbound frame, 8 kHz mu-law), transcripts out through a callback.
+- `LanguageModel`: a chat-completion token stream (text deltas and tool calls).
+- `TtsStream`: one sentence of text in, 8 kHz mu-law chunks out, in order.
+
+Fallback chains and circuit breakers (`providers.chain`, `providers.breaker`) wrap any implementation
+of a role, not each vendor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable, Mapping, Protocol, Sequence
+
+
+class ProviderError(Exception):
+    """A provider could not do what was asked. `retryable` says whether trying again may help."""
+
+    def __init__(self, provider: str, message: str, *, retryable: bool = True, status: int | None = None,
+                 retry_after: float | None = None, heard_anything: bool = False) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        # True once the caller may have heard/seen output from this attempt: retrying would repeat it.
+        self.heard_anything = heard_anything
+
+
+class ProviderTimeout(ProviderError):
+    """A phase (connect, first result, between results) took longer than its budget."""
+
+
+class ProviderAuthError(ProviderError):
+    """The key was refused: no retry helps, and readiness should say so."""
+
+    def __init__(self, provider: str, message: str = "credentials refused", *, status: int | None = 401) -> None:
+        super().__init__(provider, message, retryable=False, status=status)
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    call_sid: str
+    stream_sid: str
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SttResult:
+    text: str
+    is_final: bool
+    end_of_turn: bool
+
+
+SttCallback = Callable[[SttResult], None]
+
+
+class SttStream(Protocol):
+    async def start(self) -> None:
+        """Open the connection (a streaming engine opens its socket here, once per call)."""
+
+    def send_audio(self, mulaw: bytes) -> None:
+        """Every inbound frame, as it arrives. Must not block: queue and return."""
+
+    def end_of_speech(self, utterance: bytes) -> None:
+        """The local VAD ended a turn. Batch engines transcribe `utterance`; streaming ones Finalize."""
+
+    async def close(self) -> None:
+        ...
+
+
+class SpeechToText(Protocol):
+    name: str
+
+    def open_stream(self, call: CallInfo, on_result: SttCallback) -> SttStream:
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model produced it
+
+
+LlmChunk = str | ToolCall
+
+
+class LanguageModel(Protocol):
+    name: str
+
+    def stream(self, messages: Sequence[Mapping[str, object]], *, tools: Sequence[Mapping[str, object]] = (),
+               max_tokens: int = 150) -> AsyncIterator[LlmChunk]:
+        """Yield text deltas as they arrive, and complete tool calls once their arguments are whole."""
+        ...
+
+
+class TtsStream(Protocol):
+    def synthesize(self, text: str) -> AsyncIterator[bytes]:
+        """8 kHz mu-law audio for `text`, in chunks of any size, as soon as each is ready."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+class TextToSpeech(Protocol):
+    name: str
+
+    def open_stream(self, call: CallInfo) -> TtsStream:
+        ...
