@@ -172,6 +172,9 @@ class StartReply:
 @dataclass(frozen=True, slots=True)
 class CancelReply:
     turn_id: int
+    # True when the caller heard none of it (they kept talking): the dialog undoes the turn, so the
+    # combined utterance is not applied twice. False after a barge-in: what was heard stands.
+    rollback: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,309 @@
+"""Energy voice-activity detection with an adaptive noise floor and hysteresis.
+
+The call needs two things from a VAD, fast and cheaply: "the caller started talking" (barge-in,
+start of an utterance for the STT engine) and "the caller stopped" (end of turn). On an 8 kHz
+phone line, frame energy relative to the line's own noise does both well enough, at a cost of one
+vectorised RMS per 20 ms frame, with a model-based VAD or the STT's endpointing to refine.
+
+How a frame is judged. The signal is cut into `frame_ms` windows; each gets a level in dBFS. The
+noise floor is an estimate of the level of the line when nobody talks. Two thresholds hang off it:
+
+    start threshold = floor + start_margin_db     (to begin speech)
+    stop threshold  = floor + stop_margin_db      (to stay in speech; lower: hysteresis)
+
+The floor never goes below `min_level_dbfs`, so nothing quieter than that is ever speech and
+digital silence (mu-law 0xFF decodes to exactly 0, -100 dBFS) cannot drag the floor so low that
+ordinary line hiss looks like speech when it resumes.
+
+The state machine, one step per frame:
+
+    state     frame level            ->  action
+    --------  ---------------------  ---------------------------------------------------------
+    IDLE      > start threshold          ONSET; the onset starts at this frame
+    IDLE      otherwise                  stay (floor adapts up slowly / down quickly)
+    ONSET     > start threshold          count it; at min_speech_ms: SPEAKING, emit SpeechStarted
+    ONSET     otherwise                  IDLE (a click or a burst: too short to be speech)
+    SPEAKING  > stop threshold           voiced: remember where speech last was
+    SPEAKING  otherwise, end_silence     IDLE, emit SpeechEnded(reason="silence")
+              reached since last voiced
+    SPEAKING  utterance max_utterance    emit SpeechEnded(reason="max_length"); if this frame
+              long                       is voiced, a new utterance starts here at once
+    SPEAKING  level steady for           IDLE, floor := that level, emit SpeechEnded("noise")
+              steady_noise_ms
+
+Noise floor. It follows the level down quickly (`floor_fall_ms`), so it settles on the quiet
+gaps between words and on a quiet line within a fraction of a second, and up slowly
+(`floor_rise_ms`), so a word or a cough does not drag it up. While speaking it only ever moves
+down: a long utterance must not raise the floor into its own level and cut itself off.
+
+That last rule has a cost: noise that appears suddenly and stays (a TV, a car, a fan) looks
+exactly like speech onset, and a floor that cannot rise while "speaking" would never learn it.
+Speech is never steady, though: within any couple of seconds it dips between words and in stop
+consonants by 15 dB or more, while steady noise stays within a few dB. So if, while speaking,
+the level has stayed within `steady_noise_range_db` for `steady_noise_ms`, the utterance is
+ended with reason "noise" (the consumer may discard it) and the floor jumps to that level.
+
+Positions are absolute sample counts since the start (or last `reset()`), the same coordinates as
+`audio.ring_buffer.RingBuffer.total` when both see the whole call (1 mu-law byte = 1 sample).
+Input of any length is accepted; a trailing partial frame waits for the next call, so the
+events do not depend on how the audio was chunked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "EnergyVad",
+    "SpeechEnded",
+    "SpeechStarted",
+    "VadConfig",
+    "VadEvent",
+]
+
+_FULL_SCALE_SQ = 32768.0 * 32768.0  # 0 dBFS = RMS of a full-scale square wave (as audio.mulaw)
+_LEVEL_FLOOR_DBFS = -100.0  # level reported for an all-zero frame (as audio.mulaw.SILENCE_DBFS)
+_MIN_POWER = 10.0 ** (_LEVEL_FLOOR_DBFS / 10.0)  # relative to full scale
+_NO_SAMPLES = np.zeros(0, dtype=np.int16)
+_NO_SAMPLES.flags.writeable = False
+
+
+@dataclass(frozen=True, slots=True)
+class VadConfig:
+    """Tunables of `EnergyVad`. Durations are in ms and rounded to whole frames."""
+
+    # Twilio Media Streams audio rate.
+    sample_rate: int = 8000
+    # 20 ms: short enough to place onsets and ends within a frame, long enough (160 samples) for a
+    # stable energy estimate, and the size of the frames Twilio sends, so most chunks are whole.
+    frame_ms: int = 20
+    # A frame this far above the floor can start speech. 9 dB: a level 8x the noise power. Line
+    # and room noise measured in 20 ms frames fluctuates by 1-3 dB, so it does not get there;
+    # speech sits 15-40 dB above the floor on any usable call.
+    start_margin_db: float = 9.0
+    # Once speaking, frames this far above the floor keep speech going. Lower than the start
+    # margin (hysteresis) so soft word endings and unstressed syllables do not end the utterance;
+    # still clear of the noise's own fluctuation.
+    stop_margin_db: float = 4.0
+    # Above-start frames, in a row, needed to confirm an onset. A syllable's vowel lasts 100 ms+;
+    # clicks, pops and line glitches last a frame or two. It is also the VAD's onset latency.
+    min_speech_ms: int = 120
+    # Silence that ends an utterance. Pauses between words and at commas are 100-400 ms; 500 ms
+    # keeps a sentence whole while still ending the caller's turn promptly. The STT's own
+    # endpointing may end the turn sooner.
+    end_silence_ms: int = 500
+    # Longest utterance before it is cut (and a new one started if the caller is still talking):
+    # STT engines and the turn logic want bounded segments, and it caps the damage of a stuck VAD.
+    max_utterance_ms: int = 30000
+    # Absolute floor: the noise floor never goes below this, so nothing quieter can be speech.
+    # Phone speech runs at about -35 to -15 dBFS; line hiss and comfort noise at -70 to -55 dBFS.
+    min_level_dbfs: float = -50.0
+    # Time constant of the floor falling toward a quieter level. 100 ms: it reaches the noise
+    # level within a word gap, and a quiet line's level within a fraction of a second.
+    floor_fall_ms: float = 100.0
+    # Time constant of the floor rising toward a louder level (never while speaking). 2 s: a
+    # short unconfirmed burst moves it by only a dB or two, yet it tracks noise that rises by a
+    # few dB per second with a lag (rate x 2 s) well inside the start margin.
+    floor_rise_ms: float = 2000.0
+    # Starting floor. A little above min_level_dbfs: the first frames of a call are usually line
+    # noise, so starting high avoids a false onset on a noisy line, the fast fall reaches a
+    # quiet line's level within ~0.3 s, and normal speech clears it even before that.
+    initial_floor_dbfs: float = -45.0
+    # Steady-noise guard (see module docstring): how long "speech" must stay within
+    # steady_noise_range_db to be judged noise. 2 s: real speech always dips within that time.
+    steady_noise_ms: int = 2000
+    # Spread (max - min, dB) of frame levels below which the guard calls it noise. White noise in
+    # 20 ms frames spans ~3 dB over 2 s; speech spans 15 dB or more.
+    steady_noise_range_db: float = 6.0
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0 or self.frame_ms <= 0:
+            raise ValueError("sample_rate and frame_ms must be > 0")
+        if self.sample_rate * self.frame_ms % 1000:
+            raise ValueError("frame_ms must be a whole number of samples")
+        if self.stop_margin_db > self.start_margin_db:
+            raise ValueError("stop_margin_db must not exceed start_margin_db (hysteresis)")
+        if self.floor_fall_ms <= 0 or self.floor_rise_ms <= 0:
+            raise ValueError("floor time constants must be > 0")
+        for name in ("min_speech_ms", "end_silence_ms", "max_utterance_ms", "steady_noise_ms"):
+            if getattr(self, name) < self.frame_ms:
+                raise ValueError(f"{name} must be at least one frame")
+
+    @property
+    def frame_samples(self) -> int:
+        return self.sample_rate * self.frame_ms // 1000
+
+    def frames(self, ms: float) -> int:
+        """A duration in whole frames (at least one)."""
+        return max(1, round(ms / self.frame_ms))
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """Speech began at sample `start` (first frame of the onset); it was confirmed, and this
+    event emitted, at sample `confirmed` (start + min_speech, or the cut of a max-length
+    utterance, where start == confirmed)."""
+
+    start: int
+    confirmed: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEnded:
+    """Speech last was at sample `end` (end of the last voiced frame).
+
+    `reason`: "silence" (end_silence_ms of silence followed), "max_length" (cut at
+    max_utterance_ms), or "noise" (the steady-noise guard found the "speech" to be a steady
+    noise; the utterance is most likely not speech).
+    """
+
+    end: int
+    reason: Literal["silence", "max_length", "noise"]
+
+
+VadEvent = SpeechStarted | SpeechEnded
+
+
+class _State(Enum):
+    IDLE = 0
+    ONSET = 1
+    SPEAKING = 2
+
+
+class EnergyVad:
+    """Energy VAD over int16 samples; see the module docstring for how it decides."""
+
+    def __init__(self, config: VadConfig = VadConfig()) -> None:
+        self._config = config
+        self._frame = config.frame_samples
+        self._min_speech_frames = config.frames(config.min_speech_ms)
+        self._end_silence = config.frames(config.end_silence_ms) * self._frame
+        self._max_utterance = config.frames(config.max_utterance_ms) * self._frame
+        self._steady_frames = config.frames(config.steady_noise_ms)
+        # Guard checks run every 100 ms rather than every frame: a few more frames of a noise
+        # burst do not matter, and it keeps the per-frame cost to plain comparisons.
+        self._steady_check_every = max(1, 100 // config.frame_ms)
+        frame_s = config.frame_ms / 1000.0
+        # Per-frame smoothing coefficients of the exponential floor trackers.
+        self._fall = 1.0 - math.exp(-frame_s * 1000.0 / config.floor_fall_ms)
+        self._rise = 1.0 - math.exp(-frame_s * 1000.0 / config.floor_rise_ms)
+        self._levels = np.empty(self._steady_frames, dtype=np.float64)  # guard's ring of levels
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: positions restart at 0, the floor at its initial value."""
+        cfg = self._config
+        self._state = _State.IDLE
+        self._floor = max(cfg.initial_floor_dbfs, cfg.min_level_dbfs)
+        self._pending = _NO_SAMPLES  # partial frame awaiting more samples
+        self._position = 0  # samples received
+        self._analysed = 0  # samples analysed (whole frames)
+        self._onset_start = 0
+        self._onset_frames = 0
+        self._utt_start = 0
+        self._last_voiced = 0
+        self._utt_frames = 0
+
+    @property
+    def config(self) -> VadConfig:
+        return self._config
+
+    @property
+    def speaking(self) -> bool:
+        """An utterance is in progress (confirmed, not yet ended)."""
+        return self._state is _State.SPEAKING
+
+    @property
+    def noise_floor_dbfs(self) -> float:
+        return self._floor
+
+    @property
+    def position(self) -> int:
+        """Samples received so far (including a partial frame not yet analysed)."""
+        return self._position
+
+    def process(self, samples: npt.NDArray[np.int16]) -> list[VadEvent]:
+        """Feed int16 samples (any length); returns the events they completed, in order."""
+        x = np.asarray(samples, dtype=np.int16).reshape(-1)
+        self._position += x.size
+        if self._pending.size:
+            x = np.concatenate((self._pending, x))
+        frame = self._frame
+        n_frames = x.size // frame
+        cut = n_frames * frame
+        self._pending = x[cut:].copy() if cut < x.size else _NO_SAMPLES
+        if n_frames == 0:
+            return []
+        frames = x[:cut].reshape(n_frames, frame).astype(np.float64)
+        # Sum of squares per frame in one vectorised pass; the per-frame loop below is then
+        # only a log and a few comparisons (numpy calls on 1-element arrays would cost more).
+        sums = np.einsum("ij,ij->i", frames, frames).tolist()
+        events: list[VadEvent] = []
+        scale = 1.0 / (frame * _FULL_SCALE_SQ)
+        for total in sums:
+            self._step(10.0 * math.log10(max(total * scale, _MIN_POWER)), events)
+        return events
+
+    def _step(self, level: float, events: list[VadEvent]) -> None:
+        """Advance the state machine by one frame of the given level (dBFS)."""
+        cfg = self._config
+        frame_start = self._analysed
+        frame_end = frame_start + self._frame
+        self._analysed = frame_end
+        floor = self._floor
+        state = self._state
+
+        if state is _State.SPEAKING:
+            voiced = level > floor + cfg.stop_margin_db
+            if voiced:
+                self._last_voiced = frame_end
+            if level < floor:  # while speaking the floor may only fall
+                self._floor = max(cfg.min_level_dbfs, floor + (level - floor) * self._fall)
+            self._levels[self._utt_frames % self._steady_frames] = level
+            self._utt_frames += 1
+            if not voiced and frame_end - self._last_voiced >= self._end_silence:
+                self._state = _State.IDLE
+                events.append(SpeechEnded(self._last_voiced, "silence"))
+            elif frame_end - self._utt_start >= self._max_utterance:
+                events.append(SpeechEnded(self._last_voiced, "max_length"))
+                if voiced:
+                    self._begin_utterance(frame_end)
+                    events.append(SpeechStarted(frame_end, frame_end))
+                else:
+                    self._state = _State.IDLE
+            elif (
+                self._utt_frames >= self._steady_frames
+                and self._utt_frames % self._steady_check_every == 0
+                and float(np.ptp(self._levels)) < cfg.steady_noise_range_db
+            ):
+                self._state = _State.IDLE
+                self._floor = max(cfg.min_level_dbfs, float(np.mean(self._levels)))
+                events.append(SpeechEnded(frame_end, "noise"))
+            return
+
+        # IDLE or ONSET: not speaking, so the floor may move both ways.
+        coeff = self._fall if level < floor else self._rise
+        self._floor = max(cfg.min_level_dbfs, floor + (level - floor) * coeff)
+        if level > floor + cfg.start_margin_db:
+            if state is _State.IDLE:
+                self._state = _State.ONSET
+                self._onset_start = frame_start
+                self._onset_frames = 0
+            self._onset_frames += 1
+            if self._onset_frames >= self._min_speech_frames:
+                self._begin_utterance(self._onset_start)
+                self._last_voiced = frame_end
+                events.append(SpeechStarted(self._onset_start, frame_end))
+        elif state is _State.ONSET:
+            self._state = _State.IDLE
+
+    def _begin_utterance(self, start: int) -> None:
+        self._state = _State.SPEAKING
+        self._utt_start = start
+        self._utt_frames = 0

@@ -1,0 +1,5 @@
+import sys
+
+from emulators.cli import main
+
+sys.exit(main())

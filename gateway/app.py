@@ -1,0 +1,192 @@
+"""The Starlette application: routes, lifespan, and the process-wide services calls share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import AsyncIterator
+from zoneinfo import ZoneInfo
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from dialog.machine import Conversation, DialogSettings
+from dialog.responder import RuleResponder
+from dialog.store import Store
+from gateway import metrics, twiml
+from gateway.call import CLOSE_BUSY, CallServices, MediaCall
+from gateway.config import Settings
+from gateway.logs import event as log_event, mask_number
+from gateway.session import SessionSettings
+from providers.base import CallInfo
+from providers.engines import Engines
+
+log = logging.getLogger("voicegate.app")
+
+
+class Gateway:
+    """Everything one process shares between its calls."""
+
+    def __init__(self, settings: Settings, engines: Engines | None = None, clock=None) -> None:
+        self.settings = settings
+        self.engines = engines or Engines(settings)
+        self.tz = ZoneInfo(settings.timezone)
+        self.clock = clock or (lambda: datetime.now(self.tz))
+        self.dialog_settings = DialogSettings(timezone=settings.timezone)
+        self.store = Store(settings.voicegate_db)
+        self._store_pool = ThreadPoolExecutor(1, thread_name_prefix="store")  # SQLite likes one writer
+        self.session_settings = SessionSettings(
+            end_of_speech_ms=settings.end_of_speech_ms,
+            max_utterance_seconds=settings.max_utterance_seconds,
+            outbound_lead_ms=settings.outbound_lead_ms,
+            max_call_seconds=settings.max_call_seconds,
+            idle_timeout_seconds=settings.idle_timeout_seconds,
+            max_caller_text_chars=settings.max_caller_text_chars,
+        )
+        self.services = CallServices(
+            settings=settings, engines=self.engines, make_responder=self.make_responder,
+            store=self.store, run_store=self.run_store,
+        )
+        self._load_task: asyncio.Task | None = None
+
+    async def run_store(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._store_pool, fn, *args)
+
+    def make_responder(self, call: CallInfo) -> RuleResponder:
+        caller = call.parameters.get("caller", call.parameters.get("From", ""))
+
+        def new(snapshot: dict | None = None) -> Conversation:
+            if snapshot is not None:
+                return Conversation.restore(snapshot, self.dialog_settings, self.store)
+            return Conversation(self.dialog_settings, self.store, call_sid=call.call_sid, caller=caller)
+
+        return RuleResponder(new(), self.clock, restore=new)
+
+    async def startup(self) -> None:
+        self._load_task = asyncio.create_task(self._load())
+
+    async def _load(self) -> None:
+        await self.engines.load()
+        greeting = Conversation(self.dialog_settings, None).greet(self.clock()).text
+        await self.engines.prerender([greeting])
+        log_event(log, "engines ready" if self.engines.ready else "engines not ready", **self.engines.describe())
+
+    async def shutdown(self) -> None:
+        if self._load_task is not None:
+            self._load_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._load_task
+        self.engines.close()
+        self._store_pool.shutdown(wait=True)
+
+
+def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    gw = gateway or Gateway(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gw.startup()
+        try:
+            yield
+        finally:
+            await gw.shutdown()
+
+    async def voice(request: Request) -> Response:
+        form = await request.form()
+        call_sid = str(form.get("CallSid", ""))
+        caller = str(form.get("From", ""))
+        attempt = _int(request.query_params.get("attempt"), 0)
+        ended = gw.services.ended.get(call_sid)
+        if ended is not None:
+            # The stream was closed on purpose: the call is over (or being transferred).
+            body = twiml.dial(ended.split(":", 1)[1]) if ended.startswith("transfer:") else twiml.hangup()
+        elif attempt > twiml.MAX_RESUME_ATTEMPTS:
+            body = twiml.hangup("Sorry, we are having technical trouble. Please call again later. Goodbye.")
+        elif len(gw.services.calls) >= settings.max_concurrent_calls:
+            metrics.ERRORS.labels("busy", "gateway").inc()
+            body = twiml.busy()
+        else:
+            body = twiml.connect_stream(settings.media_stream_url, settings.public_http_url("/twilio/voice"),
+                                        call_sid, caller, attempt=attempt,
+                                        direction=str(form.get("Direction", "inbound")).split("-")[0])
+        log_event(log, "voice webhook", call_sid=call_sid, caller=mask_number(caller), attempt=attempt)
+        return Response(body, media_type="application/xml")
+
+    async def status(request: Request) -> Response:
+        form = await request.form()
+        log_event(log, "call status", call_sid=str(form.get("CallSid", "")), status=str(form.get("CallStatus", "")))
+        return Response(status_code=204)
+
+    async def media(ws: WebSocket) -> None:
+        if len(gw.services.calls) >= settings.max_concurrent_calls:
+            metrics.ERRORS.labels("busy", "gateway").inc()
+            await ws.close(CLOSE_BUSY, "over capacity")
+            return
+        await ws.accept()
+        await MediaCall(ws, gw.services, gw.session_settings).run()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        engines = gw.engines
+        body = {"status": "ready" if engines.ready else "not ready", **engines.describe(),
+                "active_calls": len(gw.services.calls)}
+        return JSONResponse(body, status_code=200 if engines.ready else 503)
+
+    async def metrics_route(request: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    async def list_calls(request: Request) -> Response:
+        calls = await gw.run_store(gw.store.list_calls, _int(request.query_params.get("limit"), 50))
+        live = [{"call_sid": sid, "caller": mask_number(c.caller), "turns": len(c.turns), "live": True}
+                for sid, c in gw.services.calls.items()]
+        return JSONResponse({"live": live, "calls": [_mask_call(c) for c in calls]})
+
+    async def get_call(request: Request) -> Response:
+        call = await gw.run_store(gw.store.get_call, request.path_params["call_sid"])
+        if call is None:
+            return JSONResponse({"error": "no such call"}, status_code=404)
+        return JSONResponse(_mask_call(call))
+
+    async def bookings(request: Request) -> Response:
+        rows = await gw.run_store(gw.store.list_bookings)
+        return JSONResponse({"bookings": [_mask_booking(b.to_dict()) for b in rows]})
+
+    routes = [
+        Route("/twilio/voice", voice, methods=["POST"]),
+        Route("/twilio/status", status, methods=["POST"]),
+        WebSocketRoute("/twilio/media", media),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_route),
+        Route("/api/calls", list_calls),
+        Route("/api/calls/{call_sid}", get_call),
+        Route("/api/bookings", bookings),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = gw
+    return app
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _mask_call(call: dict) -> dict:
+    return {**call, "caller": mask_number(str(call.get("caller") or ""))}
+
+
+def _mask_booking(booking: dict) -> dict:
+    return {**booking, "caller": mask_number(str(booking.get("caller") or ""))}

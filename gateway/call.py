@@ -1,0 +1,470 @@
+"""One phone call's I/O: the Media Streams socket, the provider streams, and the core between them.
+
+`MediaCall.run` reads Twilio's messages, turns them into events for the `CallSession`, and carries
+out the actions it returns: frames and marks go to an outbound queue drained by one writer task,
+utterances to the STT stream, reply requests to a reply task, sentences to a TTS worker that
+synthesizes them in order. Provider tasks feed their results back as events. Every task of the call
+is cancelled when the call ends, whatever ended it, and one call's failure never reaches another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from dialog.responder import ReplyEnd, Responder
+from gateway import metrics
+from gateway.events import (
+    Action, AudioReceived, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, HangUp, MarkEchoed,
+    ProviderFailed, ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia, SpeechAudio, SpeechDone, StartReply,
+    Synthesize, Tick, TranscribeUtterance, TranscriptReceived, TurnTimings,
+)
+from gateway.logs import call_sid_var, event as log_event, mask_number, stream_sid_var
+from gateway.session import CallSession, SessionSettings
+from gateway import twilio_protocol as tp
+from providers.base import CallInfo, ProviderError, SttResult, SttStream, TtsStream
+
+log = logging.getLogger("voicegate.call")
+
+# Outbound messages queued but not yet written: 10 s of 20 ms frames. A peer that stops reading
+# for that long is gone or hostile; closing it frees the memory instead of buffering a whole reply.
+MAX_OUTBOUND_BACKLOG = 500
+# Close codes (RFC 6455 private range 4000-4999 for ours).
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_SLOW_CONSUMER = 4002
+CLOSE_BAD_PROTOCOL = 4003
+CLOSE_BUSY = 4029
+
+
+@dataclass
+class CallServices:
+    """What a call needs from its process: passed in, never imported as globals."""
+
+    settings: object  # gateway.config.Settings
+    engines: object  # providers.engines.Engines
+    make_responder: Callable[[CallInfo], Responder]
+    store: object | None = None  # dialog.store.Store (sync; used through `run_store`)
+    run_store: Callable[..., Awaitable[object]] | None = None  # runs a store call off the event loop
+    hang_up: Callable[[str, str], Awaitable[bool]] | None = None  # (call_sid, transfer_to) via Twilio REST
+    on_call_event: Callable[[str, dict], None] | None = None  # live feed for the dashboard
+    calls: dict[str, "MediaCall"] = field(default_factory=dict)
+    ended: dict[str, str] = field(default_factory=dict)  # call_sid -> "hangup" | "transfer:<number>"
+
+
+class MediaCall:
+    def __init__(self, ws: WebSocket, services: CallServices, session_settings: SessionSettings,
+                 direction: str = "inbound") -> None:
+        self.ws = ws
+        self.services = services
+        self.session = CallSession(session_settings)
+        self.direction = direction
+        self.loop = asyncio.get_running_loop()
+        self.info: CallInfo | None = None
+        self.caller = ""
+        self.started_wall = time.time()
+        self.end_reason = "closed"
+        self._out: deque[str] = deque()
+        self._out_ready = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._stt: SttStream | None = None
+        self._tts: TtsStream | None = None
+        self._responder: Responder | None = None
+        self._reply_task: asyncio.Task | None = None
+        self._tts_queue: asyncio.Queue[Synthesize] = asyncio.Queue()
+        self._live_turn: int | None = None  # the reply turn whose sentences are still wanted
+        self._synth_task: asyncio.Task | None = None
+        self._synth_turn: int | None = None
+        self._closing = False
+        self.turns: list[dict] = []
+
+    # ------------------------------------------------------------------ socket loop
+
+    async def run(self) -> None:
+        settings = self.services.settings
+        writer = self._spawn(self._writer())
+        try:
+            while True:
+                message = await self.ws.receive()
+                kind = message["type"]
+                if kind == "websocket.disconnect":
+                    self.end_reason = "closed" if self.end_reason == "closed" else self.end_reason
+                    break
+                raw = message.get("text")
+                if raw is None:
+                    metrics.PROTOCOL_ERRORS.labels("binary_frame").inc()
+                    continue  # Twilio sends text only; a binary frame is noise, not a reason to drop the call
+                if len(raw) > settings.max_message_bytes:
+                    metrics.PROTOCOL_ERRORS.labels("message_too_large").inc()
+                    log_event(log, "message too large: closing", logging.WARNING, size=len(raw))
+                    self.end_reason = "protocol"
+                    await self._close(CLOSE_TOO_BIG, "message too large")
+                    break
+                if not self._on_message(raw):
+                    break
+        except WebSocketDisconnect:
+            pass
+        except Exception:  # a bug here must end this call cleanly, never the process
+            log.exception("call loop failed")
+            metrics.ERRORS.labels("call_loop", "gateway").inc()
+            self.end_reason = "error"
+        finally:
+            writer.cancel()
+            await self._end()
+
+    def _on_message(self, raw: str) -> bool:
+        """Handle one inbound frame. False ends the call."""
+        try:
+            msg = tp.parse(raw, max_payload_bytes=self.services.settings.max_media_payload_bytes)
+        except tp.ProtocolError as exc:
+            metrics.PROTOCOL_ERRORS.labels(exc.reason).inc()
+            log_event(log, "ignored malformed message", logging.WARNING, reason=exc.reason)
+            return True
+        info = self.info
+        match msg:
+            case tp.Media():
+                if info is None:
+                    metrics.PROTOCOL_ERRORS.labels("media_before_start").inc()
+                    return True
+                if msg.stream_sid and msg.stream_sid != info.stream_sid:
+                    metrics.PROTOCOL_ERRORS.labels("wrong_stream_sid").inc()
+                    return True
+                metrics.FRAMES_IN.inc()
+                if self._stt is not None:
+                    self._stt.send_audio(msg.payload)
+                self._feed(AudioReceived(self.loop.time(), msg.payload))
+            case tp.Mark():
+                if info is not None:
+                    self._feed(MarkEchoed(self.loop.time(), msg.name))
+            case tp.Dtmf():
+                if info is not None:
+                    self._feed(DtmfReceived(self.loop.time(), msg.digit))
+            case tp.Start():
+                if info is not None:
+                    metrics.PROTOCOL_ERRORS.labels("second_start").inc()
+                    return True
+                return self._on_start(msg)
+            case tp.Stop():
+                self.end_reason = "stop"
+                return False
+            case tp.Connected():
+                pass
+            case _:
+                metrics.PROTOCOL_ERRORS.labels("unexpected_event").inc()
+        return True
+
+    def _on_start(self, msg: tp.Start) -> bool:
+        services = self.services
+        params = dict(msg.custom_parameters)
+        call_sid = msg.call_sid or params.get("callSid", "") or msg.stream_sid
+        self.info = CallInfo(call_sid=call_sid, stream_sid=msg.stream_sid, parameters=params)
+        self.caller = params.get("caller", params.get("From", ""))
+        self.direction = params.get("direction", self.direction)
+        call_sid_var.set(call_sid)
+        stream_sid_var.set(msg.stream_sid)
+        if call_sid in services.calls:
+            # A second stream for a live call: a replay or a forgery. The first one keeps the call.
+            metrics.PROTOCOL_ERRORS.labels("duplicate_call").inc()
+            self.info = None
+            return False
+        services.calls[call_sid] = self
+        metrics.ACTIVE_CALLS.inc()
+        metrics.CALLS.labels(self.direction).inc()
+        log_event(log, "call started", caller=mask_number(self.caller), direction=self.direction)
+        self._store("start_call", call_sid, msg.stream_sid, self.caller, self.direction, self.started_wall)
+        self._notify("call_started", {"caller": mask_number(self.caller), "direction": self.direction})
+        engines = services.engines
+        self._responder = services.make_responder(self.info)
+        self._stt = engines.stt.open_stream(self.info, self._on_stt_result)
+        self._tts = engines.tts.open_stream(self.info)
+        self._spawn(self._start_stt())
+        self._spawn(self._tts_worker())
+        self._feed(CallStarted(self.loop.time(), call_sid, msg.stream_sid, params))
+        return True
+
+    async def _start_stt(self) -> None:
+        try:
+            await self._stt.start()
+        except ProviderError as exc:
+            log_event(log, "speech-to-text failed to start", logging.ERROR, provider=exc.provider, error=str(exc))
+            metrics.ERRORS.labels("stt_start", exc.provider).inc()
+            self._feed(ProviderFailed(self.loop.time(), "stt", -1, str(exc)))
+
+    # ------------------------------------------------------------------ core glue
+
+    def _feed(self, event: Event) -> None:
+        try:
+            actions = self.session.handle(event)
+        except Exception:  # a core bug: log it with the call's ids and keep the call's other parts going
+            log.exception("call core failed on %s", type(event).__name__)
+            metrics.ERRORS.labels("core", "gateway").inc()
+            return
+        if actions:
+            self._execute(actions)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.session.next_deadline()
+        if deadline is None or self._closing:
+            return
+        if self._timer is not None:
+            if self._timer_when <= deadline + 0.001:
+                return  # an earlier wake-up is already set; it re-arms for this one
+            self._timer.cancel()
+        self._timer_when = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._feed(Tick(self.loop.time()))
+
+    def _execute(self, actions: list[Action]) -> None:
+        stream_sid = self.info.stream_sid if self.info else ""
+        for action in actions:
+            match action:
+                case SendMedia():
+                    self._send(tp.media_message(stream_sid, action.payload))
+                    metrics.FRAMES_OUT.inc()
+                case SendMark():
+                    self._send(tp.mark_message(stream_sid, action.name))
+                case SendClear():
+                    # Frames still in our queue must not follow the clear to the caller.
+                    self._out.clear()
+                    self._send(tp.clear_message(stream_sid))
+                    metrics.BARGE_INS.inc()
+                case TranscribeUtterance():
+                    if self._stt is not None:
+                        self._stt.end_of_speech(action.audio)
+                case Synthesize():
+                    self._tts_queue.put_nowait(action)
+                case StartReply():
+                    self._start_reply(action)
+                case CancelReply():
+                    self._cancel_reply(action)
+                case TurnTimings():
+                    self._record_turn(action)
+                case HangUp():
+                    self._spawn(self._hang_up(action))
+
+    def _send(self, message: str) -> None:
+        if len(self._out) >= MAX_OUTBOUND_BACKLOG:
+            metrics.FRAMES_DROPPED.inc()
+            if not self._closing:
+                log_event(log, "peer is not reading: closing", logging.WARNING, backlog=len(self._out))
+                self.end_reason = "slow_consumer"
+                self._spawn(self._close(CLOSE_SLOW_CONSUMER, "not reading"))
+            return
+        self._out.append(message)
+        self._out_ready.set()
+
+    async def _writer(self) -> None:
+        ws = self.ws
+        while True:
+            await self._out_ready.wait()
+            self._out_ready.clear()
+            while self._out:
+                await ws.send_text(self._out.popleft())
+
+    # ------------------------------------------------------------------ replies
+
+    def _start_reply(self, action: StartReply) -> None:
+        if self._reply_task is not None:
+            self._reply_task.cancel()
+        self._live_turn = action.turn_id
+        self._reply_task = self._spawn(self._run_reply(action))
+
+    async def _run_reply(self, action: StartReply) -> None:
+        turn = action.turn_id
+        end = ReplyEnd()
+        try:
+            async for piece in self._responder.reply(action):
+                if isinstance(piece, ReplyEnd):
+                    end = piece
+                    break
+                self._feed(ReplyDelta(self.loop.time(), turn, piece))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            provider = getattr(exc, "provider", "dialog")
+            log_event(log, "reply failed", logging.ERROR, provider=provider, error=f"{type(exc).__name__}: {exc}")
+            metrics.ERRORS.labels("reply", provider).inc()
+            self._feed(ProviderFailed(self.loop.time(), "llm", turn, type(exc).__name__))
+            return
+        self._feed(ReplyDone(self.loop.time(), turn, hang_up=end.hang_up, transfer_to=end.transfer_to))
+
+    def _cancel_reply(self, action: CancelReply) -> None:
+        if self._live_turn == action.turn_id:
+            self._live_turn = None
+            if self._reply_task is not None:
+                self._reply_task.cancel()
+                self._reply_task = None
+        if self._synth_turn == action.turn_id and self._synth_task is not None:
+            self._synth_task.cancel()
+        if action.rollback and self._responder is not None:
+            self._responder.rollback(action.turn_id)
+
+    async def _tts_worker(self) -> None:
+        """Synthesize sentences one after another, so their audio reaches the pacer in order."""
+        while True:
+            item = await self._tts_queue.get()
+            if item.turn_id != self._live_turn:
+                continue  # the reply was cancelled while this sentence waited
+            self._synth_turn = item.turn_id
+            self._synth_task = asyncio.ensure_future(self._synthesize(item))
+            try:
+                await self._synth_task
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():
+                    raise  # the worker itself is being cancelled (call end), not just this sentence
+            finally:
+                self._synth_task = None
+                self._synth_turn = None
+
+    async def _synthesize(self, item: Synthesize) -> None:
+        try:
+            async for chunk in self._tts.synthesize(item.text):
+                self._feed(SpeechAudio(self.loop.time(), item.turn_id, item.sentence, chunk))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            provider = getattr(exc, "provider", "tts")
+            log_event(log, "speech synthesis failed", logging.ERROR, provider=provider, error=f"{type(exc).__name__}")
+            metrics.ERRORS.labels("tts", provider).inc()
+            self._feed(ProviderFailed(self.loop.time(), "tts", item.turn_id, type(exc).__name__))
+            return
+        self._feed(SpeechDone(self.loop.time(), item.turn_id, item.sentence))
+
+    def _on_stt_result(self, result: SttResult) -> None:
+        if self.session.phase.value != "active":
+            return
+        self._feed(TranscriptReceived(self.loop.time(), result.text, result.is_final, result.end_of_turn))
+
+    # ------------------------------------------------------------------ turn records, hang-up, end
+
+    def _record_turn(self, timings: TurnTimings) -> None:
+        split = timings.split()
+        turn = {
+            "turn_id": timings.turn_id,
+            "user_text": timings.user_text,
+            "agent_text": timings.agent_text,
+            "heard_text": timings.heard_text,
+            "interrupted": timings.interrupted,
+            "dtmf": timings.dtmf,
+            "timings": split,
+            "at": time.time(),
+        }
+        self.turns.append(turn)
+        if timings.user_text is not None or timings.dtmf:
+            metrics.TURNS.labels(str(timings.interrupted).lower()).inc()
+        metrics.observe_turn(split)
+        log_event(log, "turn", turn_id=timings.turn_id, interrupted=timings.interrupted, dtmf=timings.dtmf or None,
+                  user_chars=len(timings.user_text or ""), **{k: v for k, v in split.items() if v is not None})
+        if self.info is not None:
+            self._store("add_turn", self.info.call_sid, turn)
+            self._notify("turn", turn)
+
+    async def _hang_up(self, action: HangUp) -> None:
+        info = self.info
+        if info is None:
+            return
+        self.end_reason = f"hangup:{action.reason}"
+        self.services.ended[info.call_sid] = f"transfer:{action.transfer_to}" if action.transfer_to else "hangup"
+        hung_up = False
+        if self.services.hang_up is not None:
+            try:
+                hung_up = await self.services.hang_up(info.call_sid, action.transfer_to)
+            except Exception as exc:
+                log_event(log, "REST hang-up failed; closing the stream instead", logging.WARNING,
+                          error=type(exc).__name__)
+        if not hung_up:
+            # Closing the stream makes Twilio run the TwiML after <Connect>, which asks /twilio/voice
+            # again; it finds this call in `ended` and answers <Hangup/> (or <Dial> for a transfer).
+            await self._drain(1.0)
+            await self._close(CLOSE_NORMAL, "call ended")
+
+    async def _drain(self, timeout: float) -> None:
+        deadline = self.loop.time() + timeout
+        while self._out and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            try:
+                await self.ws.close(code, reason)
+            except Exception:  # already gone
+                pass
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call task failed", exc_info=task.exception())
+            metrics.ERRORS.labels("task", "gateway").inc()
+
+    async def _end(self) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        info = self.info
+        self._feed(CallEnded(self.loop.time(), self.end_reason))
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        for stream in (self._stt, self._tts):
+            if stream is not None:
+                try:
+                    await asyncio.wait_for(stream.close(), 2.0)
+                except Exception:
+                    log.warning("provider stream did not close cleanly", exc_info=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks - {current}, timeout=2.0)
+        if info is None:
+            return
+        if self.services.calls.get(info.call_sid) is self:
+            del self.services.calls[info.call_sid]
+            metrics.ACTIVE_CALLS.dec()
+        metrics.CALLS_ENDED.labels(self.end_reason.split(":")[0]).inc()
+        if self.session.underruns:
+            metrics.UNDERRUNS.inc(self.session.underruns)
+        log_event(log, "call ended", reason=self.end_reason, turns=len(self.turns),
+                  duration_s=round(time.time() - self.started_wall, 2))
+        self._store("end_call", info.call_sid, time.time(), self.end_reason)
+        self._notify("call_ended", {"reason": self.end_reason})
+
+    def _store(self, method: str, *args: object) -> None:
+        services = self.services
+        if services.store is None or services.run_store is None:
+            return
+        task = self.loop.create_task(services.run_store(getattr(services.store, method), *args))
+        task.add_done_callback(_log_store_failure)
+
+    def _notify(self, kind: str, data: dict) -> None:
+        if self.services.on_call_event is not None and self.info is not None:
+            try:
+                self.services.on_call_event(kind, {"call_sid": self.info.call_sid, **data})
+            except Exception:
+                log.exception("dashboard feed failed")
+
+
+def _log_store_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("transcript store write failed", exc_info=task.exception())
+        metrics.ERRORS.labels("store", "sqlite").inc()

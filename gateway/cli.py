@@ -1,0 +1,112 @@
+"""`voicegate` (also `python -m gateway`): serve, call, bench, emulate, dial, bookings."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("commands: serve | call | bench | emulate | dial | bookings   (voicegate COMMAND --help)")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    match command:
+        case "serve":
+            return serve(rest)
+        case "call":
+            from gateway.simcaller import main as call_main
+
+            return call_main(rest)
+        case "emulate":
+            from emulators.cli import main as emulate_main
+
+            return emulate_main(rest)
+        case "bench":
+            from gateway.bench import main as bench_main
+
+            return bench_main(rest)
+        case "dial":
+            from gateway.dial import main as dial_main
+
+            return dial_main(rest)
+        case "bookings":
+            return bookings(rest)
+    print(f"voicegate: unknown command {command!r}", file=sys.stderr)
+    return 2
+
+
+def serve(argv: list[str]) -> int:
+    from gateway.config import ConfigError, Settings
+
+    parser = argparse.ArgumentParser(prog="voicegate serve", description="Run the gateway.")
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--port", type=int, default=None, help="default: $PORT or 8000")
+    parser.add_argument("--workers", type=int, default=None, help="default: $WEB_CONCURRENCY or 1")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"voicegate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v}
+    if overrides:
+        settings = Settings.from_env(**overrides)
+
+    import uvicorn
+
+    from gateway.logs import setup_logging
+
+    secrets = tuple(str(getattr(settings, name)) for name in ("deepgram_api_key", "openai_api_key",
+                    "elevenlabs_api_key", "twilio_auth_token", "dashboard_token"))
+    setup_logging(settings.log_level, secrets)
+    if settings.workers > 1:
+        _prepare_multiprocess_metrics()
+        uvicorn.run("gateway.asgi:app", host=settings.host, port=settings.port, workers=settings.workers,
+                    log_config=None, ws_max_size=settings.max_message_bytes, lifespan="on")
+        return 0
+    from gateway.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+                ws_max_size=settings.max_message_bytes, lifespan="on")
+    return 0
+
+
+def _prepare_multiprocess_metrics() -> None:
+    """prometheus_client's multiprocess mode: every worker writes to files in one directory."""
+    import shutil
+    import tempfile
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROCESS_DIR") or tempfile.mkdtemp(prefix="voicegate-metrics-")
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = directory
+
+
+def bookings(argv: list[str]) -> int:
+    import json
+
+    from dialog.store import Store
+    from gateway.config import Settings
+    from gateway.logs import mask_number
+
+    parser = argparse.ArgumentParser(prog="voicegate bookings", description="List stored bookings.")
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    parser.add_argument("--db", default=None, help="default: $VOICEGATE_DB")
+    args = parser.parse_args(argv)
+    store = Store(args.db or Settings.from_env().voicegate_db)
+    rows = [{**b.to_dict(), "caller": mask_number(b.caller)} for b in store.list_bookings()]
+    if args.json:
+        print(json.dumps({"bookings": rows}, indent=2, default=str))
+    else:
+        for row in rows:
+            print(f"{row['start']}  {row['caller']:<16} {row['call_sid']}")
+        print(f"{len(rows)} booking(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1050 @@
+"""A simulated Twilio caller: Twilio's side of a Media Stream plus a person holding the phone.
+
+It is the `voicegate call` command, the caller of the integration tests, and the load of the
+benchmark (hundreds of these run in one process), so the per-frame path is kept to one string
+format and one `send` per 20 ms.
+
+What it does, like Twilio (PROTOCOLS.md section 5):
+
+- Sends `connected`, `start`, then one 160-byte mu-law `media` frame every 20 ms for the whole
+  call: the script's speech when the caller talks, digital silence (0xFF) otherwise.
+  `sequenceNumber` counts every message after `connected` (start is 1), `chunk` counts media
+  frames from 1, `timestamp` is the frame's media time in ms (`(chunk - 1) * 20`). The clock is
+  `start + n * 20 ms`: a late wake-up sends the frames already due back to back (catch-up), but
+  never more than `MAX_CATCHUP_S` behind; beyond that the clock slips (reported) instead of
+  bursting seconds of audio at once.
+- Plays what the gateway sends through a simulated phone speaker (`Playback`): received audio is
+  queued and plays in real time at 8000 bytes/s, starting the moment it arrives if the speaker is
+  idle. A `mark` is echoed once the audio queued before it has played, or at once if nothing is
+  buffered. `clear` drops the unplayed audio and echoes every pending mark at once, as Twilio does.
+  `heard` is what actually played; `received` is everything that arrived.
+
+The person follows a script of `CallerTurn`s. Each turn starts by one rule:
+
+- after the reply (default): wait until the agent's reply to the previous turn (the greeting for
+  the first turn) has started and then finished, i.e. the speaker is idle and no audio arrived for
+  `reply_quiet_ms`; then pause `gap_ms` and speak. A reply that does not start within
+  `max_reply_wait_s` (or does not finish within that long after it started) is given up on.
+- `barge_in_ms=N`: speak N ms after that reply started playing (barge-in tests).
+- `at_ms=N`: speak N ms after the `start` message, whatever is playing.
+
+What a turn measures (times are `time.monotonic()` seconds; `TurnReport.to_json` shows them
+relative to the call's `start` message):
+
+- `speech_start` / `speech_end`: when the utterance's first / last frame was sent.
+- `reply_start`: when the first audio that arrived after `speech_end` started playing (on arrival
+  if the speaker was idle, else when the audio queued before it ran out).
+  `latency_ms = reply_start - speech_end`.
+- `reply_ms`: reply audio actually played from `reply_start` until the next turn's speech onset
+  (or the end of the call). Audio dropped by a `clear` never played, so it never counts.
+- `clear_ms`: from this turn's speech onset to the first `clear` received before this turn's own
+  reply started (the barge-in reaction time). `barged_in` is `clear_ms is not None`.
+- `interrupted`: this turn's reply was cut short: a `clear` that dropped unplayed audio arrived
+  after the reply's first audio and before the next turn's reply began.
+- `underruns`: see the rule below; counted for the time from this turn's speech onset to the next.
+
+Underrun rule: the speaker ran dry inside a reply. When audio arrives while the speaker is idle,
+and the audio that played last belongs to the same reply, the silence between them (at least
+`UNDERRUN_MIN_GAP_S`) is an underrun, with that gap as its duration. Audio belongs to the same
+reply unless the caller started a new utterance or DTMF, a `clear` arrived, or the silence lasted
+`reply_quiet_ms` or more (the rule that decides the reply is over). So a slow sentence that leaves
+a 400 ms hole in the middle of an answer counts; the next answer after the caller speaks does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+import wave
+from base64 import b64encode
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from audio import mulaw
+from audio.resample import resample
+from gateway import twilio_protocol as tp
+from gateway.twilio_protocol import Clear, Mark, Media, ProtocolError
+
+__all__ = [
+    "CallReport",
+    "CallerTurn",
+    "Playback",
+    "TurnReport",
+    "load_wav_mulaw",
+    "main",
+    "mulaw_frames",
+    "run_call",
+    "save_wav",
+]
+
+log = logging.getLogger("voicegate.simcaller")
+
+SAMPLE_RATE = 8000  # Media Streams audio is mu-law at 8 kHz, one byte per sample
+FRAME_BYTES = 160  # 20 ms: the frame size Twilio sends (common practice, PROTOCOLS.md section 5)
+FRAME_S = FRAME_BYTES / SAMPLE_RATE
+FRAME_MS = 20
+# A stalled event loop sends the frames already due back to back, but at most this much audio;
+# beyond it the send clock slips rather than flooding the gateway with a burst it would never
+# see from Twilio. 100 ms = 5 frames, about what a real network hiccup delivers at once.
+MAX_CATCHUP_S = 0.1
+# A playback gap shorter than this is timer noise, not an audible underrun.
+UNDERRUN_MIN_GAP_S = 0.001
+# A gateway may send a whole reply in one message; 16 MiB is ~25 min of audio in base64 JSON.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+CONNECT_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 2.0  # waiting for the gateway's close frame after our stop
+DTMF_GAP_S = 0.15  # between the digits of one DTMF turn: a person pressing keys
+SPEECH_CACHE_SIZE = 512  # distinct sentences kept synthesized; a benchmark reuses a handful
+# Normal closes: the gateway hanging up (1000) or going away (1001). Anything else is a failure.
+NORMAL_CLOSE_CODES = (1000, 1001)
+
+SILENCE_FRAME = mulaw.silence(FRAME_BYTES)
+SILENCE_B64 = b64encode(SILENCE_FRAME).decode("ascii")
+
+# `twilio_protocol.inbound_media_message` as a template with the stream id baked in per call:
+# the payload's base64 is computed once per utterance, so a frame costs one %-format. The import
+# time check below keeps the two byte-identical.
+_MEDIA_TEMPLATE = (
+    '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
+    '"timestamp":"%d","payload":"%s"},"streamSid":"{sid}"}'
+)
+
+
+def _media_template(stream_sid: str) -> str:
+    return _MEDIA_TEMPLATE.replace("{sid}", stream_sid.replace("%", "%%"))
+
+
+if _media_template("MZ%x") % (7, 6, 100, SILENCE_B64) != tp.inbound_media_message("MZ%x", SILENCE_FRAME, 7, 6, 100):
+    raise RuntimeError("gateway.twilio_protocol.inbound_media_message changed: update simcaller._MEDIA_TEMPLATE")
+
+
+# ------------------------------------------------------------------ the script
+
+
+@dataclass
+class CallerTurn:
+    """One thing the caller does. Audio source by priority: `audio` (mu-law 8 kHz), `wav`, `text`
+    (synthesized; also the label of the other two), `dtmf` (digits sent one by one). A turn with
+    none of them is a pause: it only waits for its start rule and then `wait_ms`.
+
+    Start rule: `at_ms` from the call's start, else `barge_in_ms` after the previous reply started
+    playing, else after the previous reply finished plus `gap_ms`.
+    """
+
+    text: str = ""
+    wav: str = ""
+    audio: bytes = b""
+    dtmf: str = ""
+    barge_in_ms: int | None = None
+    at_ms: int | None = None
+    gap_ms: int = 300
+    wait_ms: int = 0  # silence held after the start rule, before the turn acts
+
+    def __post_init__(self) -> None:
+        if self.barge_in_ms is not None and self.at_ms is not None:
+            raise ValueError("a turn has one start rule: barge_in_ms or at_ms, not both")
+        bad = [d for d in self.dtmf if d not in tp.DTMF_DIGITS]
+        if bad:
+            raise ValueError(f"not DTMF digits: {''.join(bad)!r}")
+        for name in ("barge_in_ms", "at_ms", "gap_ms", "wait_ms"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+    @property
+    def kind(self) -> str:
+        if self.audio:
+            return "audio"
+        if self.wav:
+            return "wav"
+        if self.text:
+            return "speech"
+        if self.dtmf:
+            return "dtmf"
+        return "wait"
+
+    @property
+    def rule(self) -> str:
+        if self.at_ms is not None:
+            return "at"
+        if self.barge_in_ms is not None:
+            return "barge_in"
+        return "after_reply"
+
+
+@dataclass
+class TurnReport:
+    """What happened in one turn; see the module docstring for each measurement's definition."""
+
+    index: int  # position in the script; -1 is the greeting
+    text: str = ""
+    kind: str = "speech"  # speech | wav | audio | dtmf | wait | greeting
+    rule: str = "after_reply"
+    speech_start: float | None = None
+    speech_end: float | None = None
+    reply_arrival: float | None = None  # when the reply's first audio arrived (reply_start is when it played)
+    reply_start: float | None = None
+    latency_ms: float | None = None
+    reply_ms: float = 0.0
+    clear_ms: float | None = None
+    interrupted: bool = False
+    barged_in: bool = False
+    reply_timeout: bool = False  # the reply did not start (or finish) within max_reply_wait_s
+    underruns: int = 0
+    underrun_gaps_ms: list[float] = field(default_factory=list)
+    speech_ms: float = 0.0
+    call_start: float = 0.0
+
+    def _rel(self, t: float | None) -> float | None:
+        return None if t is None else round(t - self.call_start, 3)
+
+    def to_json(self) -> dict:
+        """The turn's JSON line. Times are seconds since the call's `start` message."""
+        return {
+            "turn": self.index,
+            "text": self.text,
+            "kind": self.kind,
+            "rule": self.rule,
+            "speech_start": self._rel(self.speech_start),
+            "speech_end": self._rel(self.speech_end),
+            "reply_start": self._rel(self.reply_start),
+            "latency_ms": _round(self.latency_ms),
+            "reply_ms": _round(self.reply_ms),
+            "clear_ms": _round(self.clear_ms),
+            "interrupted": self.interrupted,
+            "barged_in": self.barged_in,
+            "underruns": self.underruns,
+            "reply_timeout": self.reply_timeout,
+        }
+
+
+@dataclass
+class CallReport:
+    call_sid: str
+    stream_sid: str
+    turns: list[TurnReport] = field(default_factory=list)
+    greeting_latency_ms: float | None = None  # `start` sent -> greeting audio starts playing
+    greeting_ms: float = 0.0  # greeting audio played before the first turn's speech onset
+    heard: bytes = b""  # mu-law that actually played (cleared audio excluded)
+    received: bytes = b""  # every media payload received, in order
+    heard_segments: list[tuple[float, int]] = field(default_factory=list)  # (monotonic start, bytes) of each stretch of continuous playback
+    marks_sent: list[str] = field(default_factory=list)  # mark names the gateway sent, in order
+    marks_echoed: list[str] = field(default_factory=list)  # mark names echoed back, in order
+    mark_echo_times: list[float] = field(default_factory=list)  # monotonic time of each echo
+    clears: int = 0
+    clear_times: list[float] = field(default_factory=list)
+    hung_up_by_gateway: bool = False
+    completed: bool = False  # every turn of the script was carried out
+    error: str | None = None
+    underruns: int = 0
+    underrun_gaps_ms: list[float] = field(default_factory=list)
+    duration_s: float = 0.0  # `start` sent -> call over
+    messages_received: int = 0
+    protocol_errors: int = 0
+    frames_sent: int = 0
+    clock_slip_ms: float = 0.0  # send clock slipped because this process could not keep up
+    max_send_lag_ms: float = 0.0  # worst lateness of a media frame against the 20 ms clock
+    close_code: int | None = None
+    call_start: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict:
+        """The summary line: everything but the audio."""
+        return {
+            "summary": True,
+            "call_sid": self.call_sid,
+            "stream_sid": self.stream_sid,
+            "turns": len(self.turns),
+            "completed": self.completed,
+            "hung_up_by_gateway": self.hung_up_by_gateway,
+            "error": self.error,
+            "greeting_latency_ms": _round(self.greeting_latency_ms),
+            "greeting_ms": _round(self.greeting_ms),
+            "heard_ms": round(len(self.heard) * 1000 / SAMPLE_RATE, 1),
+            "received_ms": round(len(self.received) * 1000 / SAMPLE_RATE, 1),
+            "marks_sent": len(self.marks_sent),
+            "marks_echoed": len(self.marks_echoed),
+            "clears": self.clears,
+            "underruns": self.underruns,
+            "underrun_gaps_ms": [round(g, 1) for g in self.underrun_gaps_ms],
+            "duration_s": round(self.duration_s, 3),
+            "messages_received": self.messages_received,
+            "protocol_errors": self.protocol_errors,
+            "frames_sent": self.frames_sent,
+            "clock_slip_ms": _round(self.clock_slip_ms),
+            "max_send_lag_ms": _round(self.max_send_lag_ms),
+            "close_code": self.close_code,
+        }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+# ------------------------------------------------------------------ the phone speaker (pure, time passed in)
+
+
+@dataclass(slots=True)
+class _Run:
+    start: float
+    nbytes: int
+
+
+class Playback:
+    """The caller's speaker: a playback queue on a real-time clock. Synchronous; `now` is passed in.
+
+    Queued audio always forms the tail of the timeline (from `now` to `busy_until`), so dropping
+    unplayed audio is a cut at the end: no per-chunk bookkeeping.
+    """
+
+    def __init__(self, *, reply_quiet_s: float = 0.7, record: bool = True) -> None:
+        self.reply_quiet_s = reply_quiet_s
+        self.record = record
+        self.busy_until = 0.0  # when the queued audio finishes playing; <= now means idle
+        self.last_arrival: float | None = None
+        self.runs: list[_Run] = []  # stretches of continuous playback
+        self.heard = bytearray()  # played, plus the queued tail until `finish`/`clear` cut it
+        self.received = bytearray()
+        self.heard_bytes = 0
+        self.received_bytes = 0
+        self.underruns: list[tuple[float, float]] = []  # (arrival of the late audio, gap seconds)
+        self._marks: deque[tuple[float, str]] = deque()  # (due, name); due times never decrease
+        self._in_reply = False
+
+    def idle(self, now: float) -> bool:
+        return self.busy_until <= now
+
+    def push(self, now: float, audio: bytes) -> float:
+        """Queue received audio; returns when it starts playing."""
+        n = len(audio)
+        self.received_bytes += n
+        if self.record:
+            self.received += audio
+        if n == 0:
+            return max(now, self.busy_until)
+        self.last_arrival = now
+        if now > self.busy_until or not self.runs:
+            gap = now - self.busy_until
+            if self._in_reply and UNDERRUN_MIN_GAP_S <= gap < self.reply_quiet_s:
+                self.underruns.append((now, gap))
+            start = now
+            self.runs.append(_Run(now, n))
+        else:
+            start = self.busy_until
+            self.runs[-1].nbytes += n
+        self.busy_until = start + n / SAMPLE_RATE
+        self.heard_bytes += n
+        if self.record:
+            self.heard += audio
+        self._in_reply = True
+        return start
+
+    def mark(self, now: float, name: str) -> list[str]:
+        """Queue a mark behind the audio; returns the marks due now (this one if idle)."""
+        self._marks.append((self.busy_until, name))
+        return self.advance(now)
+
+    def advance(self, now: float) -> list[str]:
+        """Marks whose audio has finished playing by `now`, in order."""
+        marks = self._marks
+        if not marks or marks[0][0] > now:
+            return []
+        due = []
+        while marks and marks[0][0] <= now:
+            due.append(marks.popleft()[1])
+        return due
+
+    def next_mark_due(self) -> float | None:
+        return self._marks[0][0] if self._marks else None
+
+    def clear(self, now: float) -> tuple[list[str], int]:
+        """Drop the unplayed audio; returns every pending mark (to echo now) and the bytes dropped."""
+        dropped = self._cut(now)
+        names = [name for _, name in self._marks]
+        self._marks.clear()
+        self._in_reply = False
+        return names, dropped
+
+    def boundary(self) -> None:
+        """The caller started a new utterance: audio from now on is a new reply."""
+        self._in_reply = False
+
+    def finish(self, now: float) -> int:
+        """The call ended at `now`: audio still queued was never heard. Pending marks stay unechoed."""
+        return self._cut(now)
+
+    def played_between(self, a: float, b: float) -> float:
+        """Seconds of audio that played within [a, b)."""
+        total = 0.0
+        for run in self.runs:
+            end = run.start + run.nbytes / SAMPLE_RATE
+            lo = run.start if run.start > a else a
+            hi = end if end < b else b
+            if hi > lo:
+                total += hi - lo
+        return total
+
+    def _cut(self, now: float) -> int:
+        if self.busy_until <= now or not self.runs:
+            return 0
+        run = self.runs[-1]
+        drop = min(round((self.busy_until - now) * SAMPLE_RATE), run.nbytes)
+        run.nbytes -= drop
+        if run.nbytes <= 0:
+            self.runs.pop()
+        self.heard_bytes -= drop
+        if self.record and drop:
+            del self.heard[len(self.heard) - drop :]
+        self.busy_until = now
+        return drop
+
+
+# ------------------------------------------------------------------ audio sources
+
+
+def mulaw_frames(audio: bytes) -> tuple[str, ...]:
+    """Mu-law audio as base64 160-byte frame payloads, the last padded with silence."""
+    if not audio:
+        return ()
+    pad = -len(audio) % FRAME_BYTES
+    data = bytes(audio) + SILENCE_FRAME[:pad] if pad else bytes(audio)
+    view = memoryview(data)
+    return tuple(b64encode(view[i : i + FRAME_BYTES]).decode("ascii") for i in range(0, len(data), FRAME_BYTES))
+
+
+def load_wav_mulaw(path: str) -> bytes:
+    """A 16-bit PCM WAV (any rate, mono or stereo) as 8 kHz mu-law."""
+    with wave.open(path, "rb") as w:
+        channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+        data = w.readframes(w.getnframes())
+    if width != 2:
+        raise ValueError(f"{path}: {8 * width}-bit WAV; only 16-bit PCM is supported")
+    samples = np.frombuffer(data, dtype="<i2")
+    if channels > 1:
+        samples = np.rint(samples.reshape(-1, channels).mean(axis=1)).astype(np.int16)
+    else:
+        samples = samples.astype(np.int16)
+    if rate != SAMPLE_RATE:
+        samples = resample(samples, rate, SAMPLE_RATE)
+    return mulaw.encode(samples)
+
+
+def save_wav(path: str, mulaw_audio: bytes) -> None:
+    """Decode mu-law and write it as an 8 kHz mono 16-bit PCM WAV."""
+    pcm = mulaw.decode(bytes(mulaw_audio)).astype("<i2")
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm.tobytes())
+
+
+# Piper renders a sentence in 0.1-0.3 s; a benchmark speaks the same few sentences thousands of
+# times. One lock serializes synthesis so 100 calls starting together render each text once.
+_speech_cache: dict[str, tuple[str, ...]] = {}
+_speech_lock = threading.Lock()
+
+
+def _piper_frames(text: str) -> tuple[str, ...]:
+    frames = _speech_cache.get(text)
+    if frames is not None:
+        return frames
+    with _speech_lock:
+        frames = _speech_cache.get(text)
+        if frames is None:
+            from providers.piper_tts import PiperEngine  # the voice loads on first use only
+
+            frames = mulaw_frames(PiperEngine.shared().synthesize_mulaw(text))
+            if len(_speech_cache) >= SPEECH_CACHE_SIZE:
+                _speech_cache.pop(next(iter(_speech_cache)))
+            _speech_cache[text] = frames
+    return frames
+
+
+async def _prepare(turns: Sequence[CallerTurn], speak: Callable[[str], bytes] | None) -> list[tuple[str, ...]]:
+    """Every turn's frames, rendered before dialing so synthesis never delays a turn."""
+    cache: dict[str, tuple[str, ...]] = {}
+    out: list[tuple[str, ...]] = []
+    for turn in turns:
+        if turn.audio:
+            frames = mulaw_frames(turn.audio)
+        elif turn.wav:
+            frames = mulaw_frames(await asyncio.to_thread(load_wav_mulaw, turn.wav))
+        elif turn.text and speak is None:
+            frames = _speech_cache.get(turn.text) or await asyncio.to_thread(_piper_frames, turn.text)
+        elif turn.text:
+            frames = cache.get(turn.text) or mulaw_frames(await asyncio.to_thread(speak, turn.text))
+            cache[turn.text] = frames
+        else:
+            frames = ()
+        out.append(frames)
+    return out
+
+
+# ------------------------------------------------------------------ one call on the wire
+
+
+class _Call:
+    """The three tasks of a call: a 20 ms sender, a receiver driving `Playback`, and the script."""
+
+    def __init__(
+        self,
+        ws: ClientConnection,
+        *,
+        call_sid: str,
+        stream_sid: str,
+        parameters: Mapping[str, str],
+        turns: Sequence[CallerTurn],
+        frames: Sequence[tuple[str, ...]],
+        reply_quiet_s: float,
+        max_reply_wait_s: float,
+        wait_for_greeting: bool,
+        record: bool,
+    ) -> None:
+        self.ws = ws
+        self.call_sid = call_sid
+        self.stream_sid = stream_sid
+        self.parameters = dict(parameters)
+        self.turns = turns
+        self.frames = frames
+        self.reply_quiet_s = reply_quiet_s
+        self.max_reply_wait_s = max_reply_wait_s
+        self.wait_for_greeting = wait_for_greeting
+        self.playback = Playback(reply_quiet_s=reply_quiet_s, record=record)
+        self.greeting = TurnReport(index=-1, kind="greeting", rule="")
+        self.reports = [
+            TurnReport(index=i, text=t.text or t.wav or t.dtmf, kind=t.kind, rule=t.rule) for i, t in enumerate(turns)
+        ]
+        self.reply_turn = self.greeting  # the turn the next arriving audio answers
+        self.audio_event = asyncio.Event()
+        self.call_start = time.monotonic()  # replaced by the moment `start` is sent
+        self.greeting.speech_start = self.greeting.speech_end = self.call_start
+        self.seq = 0
+        self.chunk = 0
+        self.template = _media_template(stream_sid)
+        # The utterance being sent: its frames, position, report, and the future the script awaits.
+        self._utt: tuple[str, ...] = ()
+        self._utt_pos = 0
+        self._utt_turn: TurnReport | None = None
+        self._utt_done: asyncio.Future[None] | None = None
+        self.marks_sent: list[str] = []
+        self.marks_echoed: list[str] = []
+        self.mark_echo_times: list[float] = []
+        self.clears: list[tuple[float, int]] = []  # (time, bytes dropped)
+        self.messages_received = 0
+        self.protocol_errors: list[str] = []
+        self.turns_done = False
+        self.clock_slip_s = 0.0
+        self.max_lag_s = 0.0
+        self.close_code: int | None = None
+
+    # --- outbound
+
+    async def open(self) -> None:
+        await self.ws.send(tp.connected_message())
+        self.seq = 1
+        await self.ws.send(tp.start_message(self.stream_sid, self.call_sid, custom_parameters=self.parameters, sequence=1))
+        self.call_start = time.monotonic()
+        self.greeting.speech_start = self.greeting.speech_end = self.call_start
+        self.greeting.call_start = self.call_start
+        for report in self.reports:
+            report.call_start = self.call_start
+
+    async def send_stop(self) -> None:
+        self.seq += 1
+        await self.ws.send(tp.stop_message(self.stream_sid, self.call_sid, self.seq))
+
+    async def _echo(self, names: list[str]) -> None:
+        for name in names:
+            self.seq += 1
+            self.marks_echoed.append(name)
+            self.mark_echo_times.append(time.monotonic())
+            await self.ws.send(tp.mark_echo_message(self.stream_sid, name, self.seq))
+
+    async def send_loop(self) -> None:
+        """One frame per 20 ms of the clock `call_start + n * 20 ms`; mark echoes in between."""
+        ws, playback, monotonic = self.ws, self.playback, time.monotonic
+        t0 = self.call_start
+        n = 0
+        try:
+            while True:
+                now = monotonic()
+                frame_due = t0 + n * FRAME_S
+                wake = frame_due
+                mark_due = playback.next_mark_due()
+                if mark_due is not None and mark_due < wake:
+                    wake = mark_due
+                if wake > now:
+                    await asyncio.sleep(wake - now)
+                    now = monotonic()
+                if mark_due is not None and mark_due <= now:
+                    await self._echo(playback.advance(now))
+                lag = now - frame_due
+                if lag < 0:
+                    continue
+                if lag > MAX_CATCHUP_S:
+                    slip = lag - MAX_CATCHUP_S
+                    t0 += slip
+                    self.clock_slip_s += slip
+                    lag = MAX_CATCHUP_S
+                if lag > self.max_lag_s:
+                    self.max_lag_s = lag
+                while t0 + n * FRAME_S <= now:
+                    utt = self._utt
+                    if utt:
+                        pos = self._utt_pos
+                        payload = utt[pos]
+                        self._utt_pos = pos + 1
+                    else:
+                        payload = SILENCE_B64
+                    self.seq += 1
+                    self.chunk += 1
+                    await ws.send(self.template % (self.seq, self.chunk, (self.chunk - 1) * FRAME_MS, payload))
+                    n += 1
+                    if utt:
+                        self._utterance_progress(pos, len(utt), monotonic())
+        except ConnectionClosed:
+            return
+
+    def _utterance_progress(self, pos: int, length: int, sent: float) -> None:
+        turn = self._utt_turn
+        assert turn is not None
+        if pos == 0:
+            turn.speech_start = sent
+        if pos + 1 == length:
+            turn.speech_end = sent
+            self.reply_turn = turn  # audio arriving from now on answers this turn
+            self._utt = ()
+            done = self._utt_done
+            if done is not None and not done.done():
+                done.set_result(None)
+
+    # --- inbound
+
+    async def receive_loop(self) -> None:
+        playback, monotonic = self.playback, time.monotonic
+        try:
+            async for raw in self.ws:
+                now = monotonic()
+                self.messages_received += 1
+                try:
+                    message = tp.parse(raw, max_payload_bytes=MAX_MESSAGE_BYTES)
+                except ProtocolError as exc:
+                    if len(self.protocol_errors) < 20:
+                        self.protocol_errors.append(str(exc))
+                    continue
+                match message:
+                    case Media(payload=payload):
+                        start = playback.push(now, payload)
+                        turn = self.reply_turn
+                        if turn.reply_start is None and payload:
+                            turn.reply_start = start
+                            turn.reply_arrival = now
+                        self.audio_event.set()
+                    case Mark(name=name):
+                        self.marks_sent.append(name)
+                        due = playback.mark(now, name)
+                        if due:
+                            await self._echo(due)
+                    case Clear():
+                        names, dropped = playback.clear(now)
+                        self.clears.append((now, dropped))
+                        await self._echo(names)
+                    case _:
+                        pass  # nothing else is meant for the Twilio side; ignore like Twilio
+        except ConnectionClosed:
+            pass
+        finally:
+            self.close_code = self.ws.close_code
+
+    # --- the person
+
+    async def script(self) -> None:
+        ref = self.greeting
+        for i, (turn, frames) in enumerate(zip(self.turns, self.frames)):
+            report = self.reports[i]
+            await self._start_rule(i, turn, ref)
+            if turn.wait_ms:
+                await asyncio.sleep(turn.wait_ms / 1000)
+            if frames:
+                await self._speak(frames, report)
+                ref = report
+            elif turn.dtmf:
+                await self._dtmf(turn.dtmf, report)
+                ref = report
+        self.turns_done = True
+        await self._await_reply_done(ref)
+
+    async def _start_rule(self, index: int, turn: CallerTurn, ref: TurnReport) -> None:
+        if turn.at_ms is not None:
+            await _sleep_until(self.call_start + turn.at_ms / 1000)
+        elif turn.barge_in_ms is not None:
+            await self._await_reply_start(ref)
+            base = ref.reply_start if ref.reply_start is not None else time.monotonic()
+            await _sleep_until(base + turn.barge_in_ms / 1000)
+        elif index > 0 or self.wait_for_greeting:
+            await self._await_reply_done(ref)
+            await asyncio.sleep(turn.gap_ms / 1000)
+
+    async def _speak(self, frames: tuple[str, ...], report: TurnReport) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._utt_turn, self._utt_done, self._utt_pos = report, done, 0
+        report.speech_ms = len(frames) * FRAME_MS
+        self.playback.boundary()
+        self._utt = frames  # the sender picks it up on its next frame
+        await done
+
+    async def _dtmf(self, digits: str, report: TurnReport) -> None:
+        self.playback.boundary()
+        for k, digit in enumerate(digits):
+            if k:
+                await asyncio.sleep(DTMF_GAP_S)
+            self.seq += 1
+            await self.ws.send(tp.dtmf_message(self.stream_sid, digit, self.seq))
+            sent = time.monotonic()
+            if k == 0:
+                report.speech_start = sent
+        report.speech_end = sent
+        self.reply_turn = report
+
+    async def _await_reply_start(self, ref: TurnReport) -> bool:
+        assert ref.speech_end is not None
+        deadline = ref.speech_end + self.max_reply_wait_s
+        event = self.audio_event
+        while ref.reply_start is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                ref.reply_timeout = True
+                return False
+            event.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await event.wait()
+            except TimeoutError:
+                pass
+        return True
+
+    async def _await_reply_done(self, ref: TurnReport) -> None:
+        """Until the reply has played out and no audio came for `reply_quiet_s`."""
+        if not await self._await_reply_start(ref):
+            return
+        playback = self.playback
+        deadline = time.monotonic() + self.max_reply_wait_s
+        while True:
+            now = time.monotonic()
+            # Idle for reply_quiet_s: the person heard that much silence (which implies no audio
+            # arrived for that long either, since audio plays no earlier than it arrives).
+            ready = playback.busy_until + self.reply_quiet_s
+            if now >= ready:
+                return
+            if now >= deadline:
+                ref.reply_timeout = True
+                return
+            await asyncio.sleep(min(ready, deadline) - now)
+
+    # --- the result
+
+    def report(self, report: CallReport, end: float) -> CallReport:
+        playback = self.playback
+        playback.finish(end)
+        spoken = [self.greeting] + [r for r in self.reports if r.speech_end is not None]
+        for k, r in enumerate(spoken):
+            nxt = spoken[k + 1] if k + 1 < len(spoken) else None
+            next_onset = nxt.speech_start if nxt is not None and nxt.speech_start is not None else end
+            next_reply = nxt.reply_arrival if nxt is not None and nxt.reply_arrival is not None else end
+            assert r.speech_start is not None and r.speech_end is not None
+            if r.reply_start is not None and r.reply_arrival is not None:
+                r.latency_ms = (r.reply_start - r.speech_end) * 1000
+                r.reply_ms = playback.played_between(r.reply_start, next_onset) * 1000
+                r.interrupted = any(d > 0 and r.reply_arrival <= c < next_reply for c, d in self.clears)
+            if r is not self.greeting:
+                limit = r.reply_arrival if r.reply_arrival is not None else next_onset
+                r.clear_ms = next(((c - r.speech_start) * 1000 for c, _ in self.clears if r.speech_start <= c < limit), None)
+                r.barged_in = r.clear_ms is not None
+            r.underrun_gaps_ms = [g * 1000 for t, g in playback.underruns if r.speech_start <= t < next_onset]
+            r.underruns = len(r.underrun_gaps_ms)
+        report.turns = self.reports
+        report.greeting_latency_ms = self.greeting.latency_ms
+        report.greeting_ms = self.greeting.reply_ms
+        report.heard = bytes(playback.heard)
+        report.received = bytes(playback.received)
+        report.heard_segments = [(run.start, run.nbytes) for run in playback.runs]
+        report.marks_sent = self.marks_sent
+        report.marks_echoed = self.marks_echoed
+        report.mark_echo_times = self.mark_echo_times
+        report.clears = len(self.clears)
+        report.clear_times = [c for c, _ in self.clears]
+        report.underruns = len(playback.underruns)
+        report.underrun_gaps_ms = [g * 1000 for _, g in playback.underruns]
+        report.duration_s = end - self.call_start
+        report.messages_received = self.messages_received
+        report.protocol_errors = len(self.protocol_errors)
+        report.frames_sent = self.chunk
+        report.clock_slip_ms = self.clock_slip_s * 1000
+        report.max_send_lag_ms = self.max_lag_s * 1000
+        report.close_code = self.close_code
+        report.call_start = self.call_start
+        report.completed = self.turns_done
+        if report.error is None and self.protocol_errors:
+            report.error = f"gateway sent {len(self.protocol_errors)} malformed message(s); first: {self.protocol_errors[0]}"
+        return report
+
+
+async def _sleep_until(t: float) -> None:
+    delay = t - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def run_call(
+    url: str,
+    turns: Sequence[CallerTurn],
+    *,
+    headers: Mapping[str, str] | None = None,
+    parameters: Mapping[str, str] | None = None,
+    call_sid: str | None = None,
+    stream_sid: str | None = None,
+    reply_quiet_ms: int = 700,
+    max_reply_wait_s: float = 20.0,
+    max_call_s: float = 120.0,
+    wait_for_greeting: bool = True,
+    speak: Callable[[str], bytes] | None = None,
+    record_audio: bool = True,
+) -> CallReport:
+    """Place one simulated call and return what happened. Never raises for a failed call (only
+    `CancelledError` passes through): a refused connection, a gateway error, a call that outlives
+    `max_call_s` all come back as `CallReport.error`. `record_audio=False` keeps `heard` and
+    `received` empty (timings are still measured) for large benchmarks.
+    """
+    call_sid = call_sid or "CA" + secrets.token_hex(16)
+    stream_sid = stream_sid or "MZ" + secrets.token_hex(16)
+    report = CallReport(call_sid=call_sid, stream_sid=stream_sid)
+    deadline = time.monotonic() + max_call_s
+    try:
+        async with asyncio.timeout(max_call_s):
+            frames = await _prepare(turns, speak)
+    except Exception as exc:  # a missing WAV, a failing voice: the caller cannot dial
+        report.error = f"could not prepare the caller's audio: {type(exc).__name__}: {exc}"
+        return report
+    try:
+        ws = await connect(
+            url,
+            additional_headers=dict(headers or {}),
+            compression=None,  # Twilio does not negotiate permessage-deflate
+            max_size=MAX_MESSAGE_BYTES,
+            open_timeout=max(0.1, min(CONNECT_TIMEOUT_S, deadline - time.monotonic())),
+            close_timeout=CLOSE_TIMEOUT_S,
+            ping_interval=None,  # Twilio does not ping; the gateway may, and pongs are automatic
+        )
+    except Exception as exc:  # refused, 403 on a bad signature, timeout, bad URL
+        report.error = f"connect failed: {type(exc).__name__}: {exc}"
+        return report
+
+    call = _Call(
+        ws,
+        call_sid=call_sid,
+        stream_sid=stream_sid,
+        parameters=parameters or {},
+        turns=turns,
+        frames=frames,
+        reply_quiet_s=reply_quiet_ms / 1000,
+        max_reply_wait_s=max_reply_wait_s,
+        wait_for_greeting=wait_for_greeting,
+        record=record_audio,
+    )
+    tasks: list[asyncio.Task[None]] = []
+    end: float | None = None
+    try:
+        try:
+            await call.open()
+        except ConnectionClosed:  # the gateway refused the call right after the handshake
+            report.hung_up_by_gateway = True
+        else:
+            sender = asyncio.create_task(call.send_loop(), name=f"simcaller-send-{call_sid}")
+            receiver = asyncio.create_task(call.receive_loop(), name=f"simcaller-recv-{call_sid}")
+            script = asyncio.create_task(call.script(), name=f"simcaller-script-{call_sid}")
+            tasks = [sender, receiver, script]
+            done, _ = await asyncio.wait(
+                tasks, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+            )
+            end = time.monotonic()
+            for task in done:
+                exc = task.exception()
+                if exc is not None:
+                    log.error("simulated call %s: %s failed", call_sid, task.get_name(), exc_info=exc)
+                    report.error = f"{task.get_name()}: {type(exc).__name__}: {exc}"
+            if not done:
+                report.error = f"call exceeded max_call_s={max_call_s:g}"
+            elif script not in done and report.error is None:  # the socket closed under us
+                report.hung_up_by_gateway = True
+    finally:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            if not report.hung_up_by_gateway:
+                try:
+                    await call.send_stop()
+                except ConnectionClosed:
+                    pass
+            await ws.close()
+        except Exception:  # closing a socket that is already broken: nothing left to do
+            log.debug("simulated call %s: close failed", call_sid, exc_info=True)
+    if end is None:
+        end = time.monotonic()
+    if report.hung_up_by_gateway:
+        code = call.close_code if call.close_code is not None else ws.close_code
+        call.close_code = code
+        if report.error is None and code not in NORMAL_CLOSE_CODES:
+            report.error = f"gateway closed the connection abnormally (code {code}: {ws.close_reason or 'no reason'})"
+    return call.report(report, end)
+
+
+# ------------------------------------------------------------------ voicegate call
+
+
+class _Append(argparse.Action):
+    """Collects --say/--wav/--dtmf/--wait/--barge-in-ms in command-line order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        items = getattr(namespace, self.dest, None) or []
+        items.append((self.const, values))
+        setattr(namespace, self.dest, items)
+
+
+def _parser() -> argparse.ArgumentParser:
+    port = os.environ.get("PORT", "8000").strip() or "8000"
+    p = argparse.ArgumentParser(
+        prog="voicegate call",
+        description="Call a running gateway as Twilio would: speak text or WAV files, echo marks, "
+        "print per-turn timings as JSON lines.",
+    )
+    p.add_argument("--url", default=f"ws://127.0.0.1:{port}/twilio/media", help="media stream URL (default: %(default)s)")
+    p.add_argument("--say", dest="script", action=_Append, const="say", metavar="TEXT", help="speak TEXT (repeatable, in order)")
+    p.add_argument("--wav", dest="script", action=_Append, const="wav", metavar="FILE", help="speak a 16-bit WAV file (repeatable)")
+    p.add_argument("--dtmf", dest="script", action=_Append, const="dtmf", metavar="DIGITS", help="press DTMF digits")
+    p.add_argument("--wait", dest="script", action=_Append, const="wait", type=int, metavar="MS", help="stay silent MS ms after the reply")
+    p.add_argument("--barge-in-ms", dest="script", action=_Append, const="barge", type=int, metavar="N",
+                   help="the next --say/--wav starts N ms after the reply started playing")
+    p.add_argument("--save-reply", metavar="OUT.wav", help="save the audio that played (8 kHz 16-bit WAV)")
+    p.add_argument("--from", dest="from_number", metavar="+1555...", help="caller number, sent as customParameters.From")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="extra customParameters (repeatable)")
+    p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE", help="extra handshake header (repeatable)")
+    p.add_argument("--token", help="softphone token, added to the URL as ?token=...")
+    p.add_argument("--no-sign", action="store_true",
+                   help="do not add X-Twilio-Signature (by default it is signed when TWILIO_AUTH_TOKEN is set and --token is not)")
+    p.add_argument("--no-greeting", action="store_true", help="speak the first turn at once instead of after the greeting")
+    p.add_argument("--reply-quiet-ms", type=int, default=700, help="silence that ends a reply (default: %(default)s)")
+    p.add_argument("--max-reply-wait-s", type=float, default=20.0, help="give up waiting for a reply after this (default: %(default)s)")
+    p.add_argument("--max-call-s", type=float, default=120.0, help="hang up after this long in any case (default: %(default)s)")
+    return p
+
+
+def _turns_from_args(script: list[tuple[str, object]]) -> list[CallerTurn]:
+    turns: list[CallerTurn] = []
+    barge: int | None = None
+    for kind, value in script:
+        if kind == "barge":
+            barge = int(value)  # type: ignore[call-overload]
+        elif kind == "say":
+            turns.append(CallerTurn(text=str(value), barge_in_ms=barge))
+            barge = None
+        elif kind == "wav":
+            turns.append(CallerTurn(wav=str(value), barge_in_ms=barge))
+            barge = None
+        elif kind == "dtmf":
+            turns.append(CallerTurn(dtmf=str(value)))
+        elif kind == "wait":
+            turns.append(CallerTurn(gap_ms=0, wait_ms=int(value)))  # type: ignore[call-overload]
+    return turns
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{what} must look like NAME=VALUE, not {item!r}")
+        out[name.strip()] = value
+    return out
+
+
+def _with_token(url: str, token: str) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + [("token", token)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _twilio_signature() -> str | None:
+    """X-Twilio-Signature over the configured public stream URL, when an auth token is set."""
+    if not os.environ.get("TWILIO_AUTH_TOKEN", "").strip():
+        return None
+    from twilio.request_validator import RequestValidator
+
+    from gateway.config import Settings
+
+    settings = Settings.from_env()
+    return RequestValidator(settings.twilio_auth_token).compute_signature(settings.media_stream_url, {})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`voicegate call`: prints one JSON line per turn, then a summary line. 0 if the call ended
+    without error (either side hanging up normally counts), 1 otherwise."""
+    args = _parser().parse_args(argv)
+    try:
+        turns = _turns_from_args(args.script or [])
+        headers = _pairs(args.header, "--header")
+        parameters = _pairs(args.param, "--param")
+        if args.from_number:
+            parameters["From"] = args.from_number
+        url = _with_token(args.url, args.token) if args.token else args.url
+        if not args.token and not args.no_sign and "X-Twilio-Signature" not in headers:
+            signature = _twilio_signature()
+            if signature:
+                headers["X-Twilio-Signature"] = signature
+    except Exception as exc:  # bad arguments or environment: say which, no traceback
+        print(f"voicegate call: {exc}", file=sys.stderr)
+        return 1
+    report = asyncio.run(
+        run_call(
+            url,
+            turns,
+            headers=headers,
+            parameters=parameters,
+            reply_quiet_ms=args.reply_quiet_ms,
+            max_reply_wait_s=args.max_reply_wait_s,
+            max_call_s=args.max_call_s,
+            wait_for_greeting=not args.no_greeting,
+        )
+    )
+    out = sys.stdout
+    for turn in report.turns:
+        out.write(orjson.dumps(turn.to_json()).decode() + "\n")
+    out.write(orjson.dumps(report.to_json()).decode() + "\n")
+    out.flush()
+    if args.save_reply:
+        save_wav(args.save_reply, report.heard)
+    if report.error:
+        print(f"voicegate call: {report.error}", file=sys.stderr)
+    return 0 if report.error is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
