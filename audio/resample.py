@@ -30,8 +30,11 @@ _INT16_SCALE = 32768.0  # float 1.0 == int16 32768, so int16 -> float -> int16 i
 
 
 def int16_to_float32(x: npt.NDArray[np.int16]) -> npt.NDArray[np.float32]:
-    """int16 samples -> float32 in [-1.0, 1.0)."""
-    return np.asarray(x, dtype=np.int16).astype(np.float32) * np.float32(1.0 / _INT16_SCALE)
+    """int16 samples -> float32 in [-1.0, 1.0), same shape."""
+    arr = np.asarray(x)
+    if arr.dtype != np.int16:
+        raise TypeError(f"int16_to_float32 needs int16 samples, got {arr.dtype}")
+    return arr.astype(np.float32) * np.float32(1.0 / _INT16_SCALE)
 
 
 def float32_to_int16(x: npt.ArrayLike) -> npt.NDArray[np.int16]:
@@ -42,6 +45,15 @@ def float32_to_int16(x: npt.ArrayLike) -> npt.NDArray[np.int16]:
     """
     scaled = np.asarray(x, dtype=np.float32) * np.float32(_INT16_SCALE)
     return np.clip(np.rint(scaled), -32768, 32767).astype(np.int16)
+
+
+def _int16(x: npt.NDArray[np.int16], who: str) -> npt.NDArray[np.int16]:
+    """`x` as a 1-D int16 array; other dtypes are a caller's mistake, not something to cast
+    (float audio in [-1, 1] would become zeros, int32 would wrap)."""
+    arr = np.asarray(x)
+    if arr.dtype != np.int16:
+        raise TypeError(f"{who} needs int16 samples, got {arr.dtype}")
+    return arr.reshape(-1)
 
 
 def _check_rates(src_rate: int, dst_rate: int) -> None:
@@ -55,7 +67,7 @@ def resample(samples: npt.NDArray[np.int16], src_rate: int, dst_rate: int) -> np
     Returns a new array; identity (a copy) when the rates are equal.
     """
     _check_rates(src_rate, dst_rate)
-    x = np.asarray(samples, dtype=np.int16).reshape(-1)
+    x = _int16(samples, "resample")
     if src_rate == dst_rate:
         return x.copy()
     if x.size == 0:
@@ -95,7 +107,7 @@ class StreamResampler:
 
     def process(self, chunk: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
         """Feed int16 samples (any length); returns the output that is ready (may be empty)."""
-        x = np.asarray(chunk, dtype=np.int16).reshape(-1)
+        x = _int16(chunk, "StreamResampler.process")
         if self._stream is None:
             return x.copy()
         if x.size == 0:

@@ -60,6 +60,16 @@ class RuleResponder:
             return conv.greet(now)
         return conv.on_user(request.user_text, now)
 
+    def redecide(self, turn_id: int, intent, day, at):
+        """Undo this turn's decision and apply slots an LLM extracted instead (same transitions)."""
+        before = self._before.get(turn_id)
+        if before is not None:
+            self.conversation = self._restore(before)
+        return self.conversation.on_slots(day, at, intent, self._clock())
+
+    def now(self) -> datetime:
+        return self._clock()
+
     async def reply(self, request: StartReply) -> AsyncIterator[ReplyPiece]:
         decided = self.decide(request)
         yield decided.text

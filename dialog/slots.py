@@ -339,25 +339,26 @@ _POD = (r"(?P<pod>in the morning|in the afternoon|in the evening|at night|tonigh
 # Nouns that make a number a count rather than an hour: "for 2 people", "in 5 minutes".
 _COUNTED = (r"(?! (?:minutes?|mins?|hours?|days?|weeks?|months?|years?|people|persons?|kids|children|"
             r"of\b|percent|dollars|times|patients|more|or so\b))")
+_POD_OPT = rf"(?: {_POD})?"  # "half past 2 in the afternoon" is one phrase, not "2 in the afternoon"
 _LEAD = (r"(?:at|around|about|say|maybe|make it|make that|it to|time to|that to|to be|how about|what about|"
          r"for like|from \d{1,2}(?::\d\d)?(?: am| pm)? to)")
 _TIME_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("noon", re.compile(r"\b(?:12 )?(?:noon|midday|mid day)\b")),
     ("midnight", re.compile(r"\b(?:12 )?midnight\b")),
-    ("colon", re.compile(rf"\b(?P<h>\d{{1,2}}):(?P<m>\d\d)\b{_AP}")),
+    ("colon", re.compile(rf"\b(?P<h>\d{{1,2}}):(?P<m>\d\d)\b{_AP}{_POD_OPT}")),
     ("hhmm", re.compile(rf"\b(?P<h>\d{{3,4}}) (?P<ap>am|pm)\b")),  # 330 pm
     ("hundred", re.compile(r"\b(?P<h>\d{1,2}) hundred(?: hours)?\b")),
     ("past", re.compile(
         rf"\b(?:(?P<q>a quarter|quarter|half)|(?P<mm>5|10|20|25)(?: minutes)?) (?P<dir>past|after) "
-        rf"(?P<h>\d{{1,2}})\b(?!:){_AP}")),
+        rf"(?P<h>\d{{1,2}})\b(?!:){_AP}{_POD_OPT}")),
     ("to", re.compile(
         rf"(?<!from )(?<!between )\b(?:(?P<q>a quarter|quarter)|(?P<mm>5|10|20|25)(?: minutes)?) "
-        rf"(?P<dir>to|till|til|of|before) (?P<h>\d{{1,2}})\b(?!:){_AP}")),
-    ("spaced", re.compile(rf"\b(?P<h>\d{{1,2}}) (?P<m>[0-5]\d)\b(?! ?{_SUF}){_COUNTED}{_AP}")),
+        rf"(?P<dir>to|till|til|of|before) (?P<h>\d{{1,2}})\b(?!:){_AP}{_POD_OPT}")),
+    ("spaced", re.compile(rf"\b(?P<h>\d{{1,2}}) (?P<m>[0-5]\d)\b(?! ?{_SUF}){_COUNTED}{_AP}{_POD_OPT}")),
     ("ap", re.compile(r"\b(?P<h>\d{1,2}) ?(?P<ap>am|pm)\b")),
-    ("oclock", re.compile(r"\b(?P<h>\d{1,2}) oclock\b" + _AP)),
-    ("pod", re.compile(rf"\b(?P<h>\d{{1,2}}) {_POD}\b")),
-    ("lead", re.compile(rf"\b{_LEAD} (?P<h>\d{{1,2}})(?: (?P<m>[0-5]\d))?\b(?![:/-]| ?{_SUF}\b){_COUNTED}{_AP}")),
+    ("oclock", re.compile(rf"\b(?P<h>\d{{1,2}}) oclock\b{_AP}{_POD_OPT}")),
+    ("pod", re.compile(rf"(?<![:\d] )(?<!:)\b(?P<h>\d{{1,2}}) {_POD}\b")),
+    ("lead", re.compile(rf"\b{_LEAD} (?P<h>\d{{1,2}})(?: (?P<m>[0-5]\d))?\b(?![:/-]| ?{_SUF}\b){_COUNTED}{_AP}{_POD_OPT}")),
     ("ish", re.compile(r"\b(?P<h>\d{1,2}) ish\b")),
 ]
 _POD_ANYWHERE = re.compile(rf"\b{_POD}\b")

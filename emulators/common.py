@@ -181,3 +181,17 @@ class IdleTimer:
             self._on_idle()
         else:
             self._handle = self._loop.call_at(deadline, self._check)
+
+
+async def deny_websocket(ws: Any, response: Any) -> None:
+    """Refuse a WebSocket handshake with an HTTP response (the SDKs see the status code).
+
+    uvicorn's websockets-sansio protocol (0.54) does not mark a denial response as a finished
+    handshake and logs "ASGI callable returned without completing handshake" when the app returns.
+    Ending with `ClientDisconnected`, which uvicorn treats as a normal end, avoids that false alarm."""
+    await ws.send_denial_response(response)
+    try:
+        from uvicorn.protocols.utils import ClientDisconnected
+    except ImportError:  # pragma: no cover - another ASGI server
+        return
+    raise ClientDisconnected()

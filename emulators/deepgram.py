@@ -32,7 +32,7 @@ import orjson
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from emulators.common import EmulatorState, IdleTimer, abort_connection, now, recorded_headers, state_of
+from emulators.common import EmulatorState, IdleTimer, abort_connection, deny_websocket, now, recorded_headers, state_of
 from emulators.config import DeepgramConfig
 
 with warnings.catch_warnings():  # stdlib audioop warns of its removal in 3.13 (audioop-lts there)
@@ -473,7 +473,7 @@ class ListenSocket:
     async def _deny(self, status: int, code: str, message: str) -> None:
         self.record["status"] = status
         self.record["closed_at"] = now()
-        await self.ws.send_denial_response(_denial(status, code, message, self.request_id))
+        await deny_websocket(self.ws, _denial(status, code, message, self.request_id))
 
     async def _send_loop(self) -> None:
         """Send in FIFO order, each action no earlier than its due time."""

@@ -39,6 +39,7 @@ from emulators.common import (
     Scope,
     Send,
     abort_connection,
+    deny_websocket,
     end_stream,
     header,
     hold,
@@ -347,7 +348,7 @@ class TtsSocket:
     async def _deny(self, status: int, body: Any) -> None:
         self.record["status"] = status
         self.record["closed_at"] = now()
-        await self.ws.send_denial_response(Response(orjson.dumps(body), status, media_type="application/json"))
+        await deny_websocket(self.ws, Response(orjson.dumps(body), status, media_type="application/json"))
 
     async def _error_close(self, code: int, error: str, message: str) -> None:
         if self.ending:

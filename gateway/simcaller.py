@@ -22,8 +22,10 @@ What it does, like Twilio (PROTOCOLS.md section 5):
 The person follows a script of `CallerTurn`s. Each turn starts by one rule:
 
 - after the reply (default): wait until the agent's reply to the previous turn (the greeting for
-  the first turn) has started and then finished, i.e. the speaker is idle and no audio arrived for
-  `reply_quiet_ms`; then pause `gap_ms` and speak. A reply that does not start within
+  the first turn) has started and then finished, i.e. the speaker has been idle for
+  `reply_quiet_ms` (so no audio arrived for that long either: audio never plays before it
+  arrives). Measuring from the end of playback, not from the last arrival, keeps a gateway that
+  sends ahead of real time from looking finished between two sentences. Then pause `gap_ms`. A reply that does not start within
   `max_reply_wait_s` (or does not finish within that long after it started) is given up on.
 - `barge_in_ms=N`: speak N ms after that reply started playing (barge-in tests).
 - `at_ms=N`: speak N ms after the `start` message, whatever is playing.

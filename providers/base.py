@@ -52,12 +52,17 @@ class SttResult:
     text: str
     is_final: bool
     end_of_turn: bool
+    error: str = ""  # set when the engine gave up (after its own retries): the call apologises
 
 
 SttCallback = Callable[[SttResult], None]
 
 
 class SttStream(Protocol):
+    # True for engines that want the caller's audio as it arrives (Deepgram); batch engines (whisper)
+    # get each utterance whole from `end_of_speech` instead.
+    streaming: bool
+
     async def start(self) -> None:
         """Open the connection (a streaming engine opens its socket here, once per call)."""
 

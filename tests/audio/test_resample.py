@@ -127,3 +127,13 @@ def test_float_int_conversions() -> None:
 def test_all_int16_round_trip_through_float() -> None:
     x = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
     assert np.array_equal(float32_to_int16(int16_to_float32(x)), x)
+
+
+def test_rejects_non_int16_samples() -> None:
+    floats = np.zeros(100, dtype=np.float32)
+    with pytest.raises(TypeError):
+        resample(floats, 22050, 8000)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        StreamResampler(22050, 8000).process(floats)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        int16_to_float32(floats)  # type: ignore[arg-type]

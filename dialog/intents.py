@@ -1,0 +1,131 @@
+"""The offline intent classifier: what a caller's turn means for the booking dialog.
+
+Rule-based and stateless: `classify(text, now)` looks at one transcript and returns a
+`ParsedTurn` (the intent plus any date/time it carried). The state machine decides what the
+intent means where the call is; an LLM's tool call can produce the same `ParsedTurn` instead.
+
+Order of the rules, and why:
+1. A request to repeat ("what?", "say that again") unless it also carries a date or time.
+2. Any date or time makes the turn a slot turn: CORRECTION when it is phrased as one
+   ("actually make it Wednesday", "no, 4 pm", "change the time to 5"), otherwise
+   PROVIDE_DATE / PROVIDE_TIME / PROVIDE_BOTH. A "yes" in it is kept as `affirm`, so
+   "yes, Tuesday at 3" after reading back Tuesday at 3 can count as a yes.
+3. A correction that names what to change but not the new value ("change the time").
+4. Goodbye, unless a clear yes is in the same breath ("yes thanks, bye" confirms).
+5. No, then yes: negations are checked first so "that's not right" is not read as "right".
+6. Wanting an appointment at all ("I'd like to book").
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from dialog.slots import Slots, TimeOfDay, extract, normalize
+
+
+class Intent(enum.Enum):
+    PROVIDE_DATE = "provide_date"
+    PROVIDE_TIME = "provide_time"
+    PROVIDE_BOTH = "provide_both"  # "next Tuesday at 3"
+    AFFIRM = "affirm"
+    DENY = "deny"
+    CORRECTION = "correction"  # carries the new slot values, or `clear` naming the slot to change
+    REPEAT = "repeat"
+    GOODBYE = "goodbye"
+    BOOK = "book"  # wants an appointment, no slot yet
+    UNKNOWN = "unknown"
+
+
+SLOT_INTENTS = frozenset({Intent.PROVIDE_DATE, Intent.PROVIDE_TIME, Intent.PROVIDE_BOTH, Intent.CORRECTION})
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedTurn:
+    intent: Intent
+    date: date | None = None
+    time: TimeOfDay | None = None
+    clear: frozenset[str] = field(default_factory=frozenset)  # "date"/"time" a correction changes without a value
+    affirm: bool = False  # a yes was said along with the slots
+    vague_date: bool = False
+    invalid_date: bool = False
+    invalid_time: bool = False
+
+    @classmethod
+    def from_slots(cls, intent: Intent, slots: Slots, **kw: object) -> "ParsedTurn":
+        return cls(intent, slots.date, slots.time, vague_date=slots.vague_date,  # type: ignore[arg-type]
+                   invalid_date=slots.invalid_date, invalid_time=slots.invalid_time, **kw)
+
+
+def _words(*phrases: str) -> re.Pattern[str]:
+    return re.compile(r"\b(?:" + "|".join(phrases) + r")\b")
+
+
+_REPEAT = re.compile(
+    r"\b(?:repeat|say (?:that|it|this) again|come again|pardon|one more time|didn't (?:catch|hear|get)|"
+    r"did not (?:catch|hear|get)|what did you (?:just )?say|what was that|can't hear|cannot hear|"
+    r"couldn't hear|once more)\b|^(?:what|huh|sorry|eh|excuse me|what's that|sorry what|i'm sorry|"
+    r"sorry i'm sorry|what sorry)$")
+_GOODBYE = _words("goodbye", "good bye", "bye", "bye bye", "that's all", "that is all", "hang up",
+                  "nothing else", "i'm done", "have a good day", "have a nice day", "see you")
+_STRONG_YES = _words("yes", "yeah", "yep", "yup", "yea", "ya", "sure", "correct", "that's right",
+                     "that is right", "thats right", "right", "exactly", "sounds good", "sounds great", "perfect",
+                     "absolutely", "definitely", "affirmative", "please do", "go ahead", "book it",
+                     "book that", "do it", "that works", "works for me", "that's fine", "confirm",
+                     "confirmed", "of course", "why not", "uh huh", "mhm", "mm hmm", "certainly",
+                     "that'll work", "that will work", "that's it")
+_WEAK_YES = _words("ok", "okay", "alright", "all right", "great", "good", "cool", "fine", "lovely",
+                   "awesome", "please", "i would", "i do", "i'd like that", "thanks", "thank you")
+_NO = _words("no", "nope", "nah", "not really", "not quite", "wrong", "incorrect", "negative",
+             "don't", "dont", "do not", "doesn't work", "does not work", "won't work", "not right", "cancel",
+             "never mind", "nevermind", "not that", "not it", "not good", "can't make it")
+# Said with "no"/"not" in them but not a refusal: an okay, or not knowing.
+_NO_PROBLEM = _words("no problem", "no worries", "not a problem")
+_UNSURE = _words("i don't know", "i do not know", "not sure", "no idea", "don't know", "i'm not sure",
+                 "dont know")
+_CORRECTION = _words("actually", "instead", "change", "changing", "make it", "make that", "rather",
+                     "switch", "move", "different", "another", "wrong", "not right", "reschedule",
+                     "i meant", "i mean", "scratch that", "wait", "not")
+_BOOK = _words("book", "booking", "appointment", "appointments", "schedule", "reserve", "reservation",
+               "come in", "see the doctor", "see a doctor", "see someone", "visit", "consultation",
+               "check up", "checkup", "slot", "availability", "available", "opening")
+_TIME_TARGET = _words("time", "hour", "times")
+_DATE_TARGET = _words("date", "day", "days")
+
+
+def classify(text: str, now: datetime) -> ParsedTurn:
+    """What the caller's turn means. `now` is aware, in the business's timezone."""
+    s = normalize(text)
+    if not s:
+        return ParsedTurn(Intent.UNKNOWN)
+    slots = extract(text, now)
+    has_slots = slots.date is not None or slots.time is not None
+    plain = _UNSURE.sub(" ", _NO_PROBLEM.sub("okay", s))
+    said_no = bool(_NO.search(plain))
+    strong_yes = bool(_STRONG_YES.search(plain)) and not said_no
+    any_yes = strong_yes or (bool(_WEAK_YES.search(plain)) and not said_no)
+
+    if _REPEAT.search(s) and not has_slots:
+        return ParsedTurn(Intent.REPEAT)
+    if has_slots:
+        if _CORRECTION.search(plain) or said_no:
+            return ParsedTurn.from_slots(Intent.CORRECTION, slots)
+        intent = (Intent.PROVIDE_BOTH if slots.date and slots.time
+                  else Intent.PROVIDE_DATE if slots.date else Intent.PROVIDE_TIME)
+        return ParsedTurn.from_slots(intent, slots, affirm=any_yes)
+    if _CORRECTION.search(plain):
+        clear = frozenset(name for name, pattern in (("time", _TIME_TARGET), ("date", _DATE_TARGET))
+                          if pattern.search(s))
+        if clear:
+            return ParsedTurn.from_slots(Intent.CORRECTION, slots, clear=clear)
+    if _GOODBYE.search(s) and not strong_yes:
+        return ParsedTurn.from_slots(Intent.GOODBYE, slots)
+    if said_no:
+        return ParsedTurn.from_slots(Intent.DENY, slots)
+    if any_yes:
+        return ParsedTurn.from_slots(Intent.AFFIRM, slots)
+    if _BOOK.search(s):
+        return ParsedTurn.from_slots(Intent.BOOK, slots)
+    return ParsedTurn.from_slots(Intent.UNKNOWN, slots)
