@@ -200,7 +200,7 @@ def _checked(path: str, name: str, current: Any, value: Any, obj: Any) -> Any:
         ok = isinstance(value, type(current))
     if not ok:
         raise ConfigError(f"{path} must be a {type(current).__name__}, not {value!r}")
-    if isinstance(current, (int, float)) and not isinstance(current, bool) and value < 0:
+    if isinstance(current, (int, float)) and not isinstance(current, bool) and value < 0 and not name.endswith("_dbfs"):
         raise ConfigError(f"{path} must not be negative")
     return value
 

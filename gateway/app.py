@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import AsyncIterator
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
             await gw.shutdown()
 
     async def voice(request: Request) -> Response:
-        form = await request.form()
+        form = await form_params(request)
         call_sid = str(form.get("CallSid", ""))
         caller = str(form.get("From", ""))
         attempt = _int(request.query_params.get("attempt"), 0)
@@ -120,7 +121,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         return Response(body, media_type="application/xml")
 
     async def status(request: Request) -> Response:
-        form = await request.form()
+        form = await form_params(request)
         log_event(log, "call status", call_sid=str(form.get("CallSid", "")), status=str(form.get("CallStatus", "")))
         return Response(status_code=204)
 
@@ -175,6 +176,19 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gw
     return app
+
+
+MAX_FORM_BYTES = 64 * 1024  # a Twilio webhook form is ~1-2 KiB
+
+
+async def form_params(request: Request) -> dict[str, str]:
+    """Twilio's webhooks are application/x-www-form-urlencoded; parsed here without a multipart library."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise ValueError("form too large")
+    return dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
 def _int(value: str | None, default: int) -> int:

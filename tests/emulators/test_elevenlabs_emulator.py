@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import httpx
-import numpy as np
 import orjson
 import pytest
 import websockets
@@ -56,8 +55,7 @@ def test_expected_audio_is_deterministic_speech_like_mulaw() -> None:
     assert a == expected_audio("  Hello   caller. ")  # whitespace-normalized
     assert a != expected_audio("Hello caller!")
     assert len(a) == 8 * audio_duration_ms("Hello caller.") == 8 * 860  # 13 chars x 65 ms, whole 20 ms frames
-    lin = np.frombuffer(base64.b16decode(base64.b16encode(a)), np.uint8)
-    assert len(set(lin.tolist())) > 50  # a varying signal, not a constant
+    assert len(set(a)) > 50  # a varying signal, not a constant
     assert expected_audio("") == b""
 
 
@@ -204,7 +202,7 @@ async def test_stream_input_inactivity_timeout(emu: EmulatorServer) -> None:
 async def test_multi_stream_input_contexts(emu: EmulatorServer) -> None:
     def parse_multi(raw: str | bytes) -> AudioOutputMulti | FinalOutputMulti:
         data = orjson.loads(raw)
-        return AudioOutputMulti.parse_obj(data) if "audio" in data else FinalOutputMulti.parse_obj(data)
+        return construct_type(type_=AudioOutputMulti if "audio" in data else FinalOutputMulti, object_=data)
 
     async with connect(ws_url(emu, "multi-stream-input"), additional_headers={"xi-api-key": "xi-test"}) as ws:
         send = lambda d: ws.send(orjson.dumps(d).decode())  # noqa: E731

@@ -1,0 +1,491 @@
+"""Deepgram live speech-to-text through the official SDK (deepgram-sdk 7, PROTOCOLS.md §1).
+
+One WebSocket per call, opened in `start()` and kept for the whole call (not one per turn): a
+handshake costs a round trip or two, and Deepgram's endpointing works best on one continuous stream.
+
+How the stream stays alive and loses nothing:
+
+- The gateway forwards audio only while the caller speaks, and Deepgram closes a socket that hears
+  neither audio nor a KeepAlive for 10 s (NET-0001). SDK 7 has no automatic KeepAlive, so a
+  watchdog task sends one whenever `keepalive_seconds` passed without audio.
+- `send_audio` never blocks: frames go into a `ReplayBuffer` and one sender task drains it. The
+  buffer keeps every byte not yet covered by a final transcript (bounded), so when the socket drops
+  the stream reconnects after a capped, jittered backoff and replays that audio: the caller's words
+  in flight are transcribed on the new socket instead of being lost.
+- A Finalize (the local VAD ended the turn) that gets no final result within `result_timeout`
+  means a stalled socket: it is treated like a drop (reconnect, replay, Finalize again).
+- A refused key (HTTP 401/403 at the handshake) is not retried. When the stream gives up, for that
+  or after too many reconnects, it reports one `SttResult(error=...)` so the call can apologise.
+
+Deepgram's audio clock restarts at zero on every socket; `conn_base` maps a result's audio time
+back to a byte offset of the call's stream, which is how a final result trims the replay buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from deepgram import AsyncDeepgramClient
+from deepgram.core.api_error import ApiError
+from deepgram.environment import DeepgramClientEnvironment
+from deepgram.listen.v1.types import (
+    ListenV1Error,
+    ListenV1Metadata,
+    ListenV1Results,
+    ListenV1UtteranceEnd,
+)
+
+from gateway.config import Settings
+from providers.base import CallInfo, ProviderAuthError, ProviderError, SttCallback, SttResult
+from providers.retry import ProviderCounters, backoff_delay
+
+log = logging.getLogger("voicegate.stt.deepgram")
+
+PROVIDER = "deepgram"
+BYTES_PER_SECOND = 8000  # mu-law, 8 kHz, mono: one byte per sample
+
+# Deepgram closes after 10 s without audio or KeepAlive; its docs ask for one every 3-5 s.
+KEEPALIVE_SECONDS = 4.0
+# A handshake to a healthy region takes 100-300 ms; 3 s means the endpoint is not answering.
+CONNECT_TIMEOUT_SECONDS = 3.0
+# close(): CloseStream makes Deepgram flush its last results and a Metadata summary, then close.
+CLOSE_TIMEOUT_SECONDS = 1.5
+# After Finalize a final result normally follows within ~100-300 ms; 3 s without one is a stall.
+RESULT_TIMEOUT_SECONDS = 3.0
+# Consecutive failed connects/drops before the stream gives up (with backoff ~0.1+0.2+0.4+0.8 s).
+MAX_CONNECT_ATTEMPTS = 4
+# Reconnects over a whole call: a socket that keeps dying is worse than falling back.
+MAX_RECONNECTS_PER_CALL = 20
+# A socket that delivered a final result or lived this long was healthy: its drop starts a fresh count.
+STABLE_CONNECTION_SECONDS = 10.0
+# Audio kept for replay: an utterance longer than this without any final result is cut at its
+# start on reconnect. 30 s matches max_utterance_seconds; 240 kB per call.
+REPLAY_SECONDS = 30.0
+# Replayed audio goes out in messages of up to this much (fewer frames than 20 ms each).
+REPLAY_MESSAGE_BYTES = BYTES_PER_SECOND // 2
+
+LISTEN_OPTIONS: Mapping[str, Any] = {
+    "encoding": "mulaw", "sample_rate": 8000, "channels": 1, "interim_results": True,
+    "endpointing": 300,  # ms of silence Deepgram waits before speech_final
+    "utterance_end_ms": 1000,  # UtteranceEnd after 1 s without words: a backstop for noisy lines
+    "vad_events": True, "smart_format": True, "punctuate": True, "language": "en-US",
+}
+
+
+def deepgram_environment(base_url: str) -> DeepgramClientEnvironment:
+    """The SDK environment for `base_url` (any of ws/wss/http/https): both forms from one URL."""
+    if not base_url.strip():
+        return DeepgramClientEnvironment.PRODUCTION
+    parts = urlsplit(base_url.strip())
+    secure = parts.scheme in ("https", "wss")
+    rest = parts.netloc + parts.path.rstrip("/")
+    http = ("https://" if secure else "http://") + rest
+    ws = ("wss://" if secure else "ws://") + rest
+    return DeepgramClientEnvironment(base=http, production=ws, agent=ws, agent_rest=http)
+
+
+class ReplayBuffer:
+    """Caller audio not yet covered by a final transcript, and how much of it this socket has sent.
+
+    Offsets count bytes from the start of the call's audio. `rewind()` (a new socket) marks all of
+    it unsent again; `finalize_upto(offset)` drops what a final result covered. Bounded: past
+    `limit` bytes the oldest audio is dropped, sent or not."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._chunks: deque[bytes] = deque()
+        self.start = 0  # offset of the first byte held
+        self.size = 0  # bytes held
+        self._unsent = 0  # index into _chunks of the first chunk this socket has not sent
+        self.dropped = 0  # bytes lost to the bound
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    def append(self, data: bytes) -> None:
+        if not data:
+            return
+        self._chunks.append(data)
+        self.size += len(data)
+        while self.size > self.limit and len(self._chunks) > 1:
+            self._pop_left()
+
+    def has_unsent(self) -> bool:
+        return self._unsent < len(self._chunks)
+
+    def take_unsent(self, max_bytes: int) -> bytes:
+        """The next unsent audio (one chunk, or several joined up to `max_bytes`), marked sent."""
+        if not self.has_unsent():
+            return b""
+        parts = [self._chunks[self._unsent]]
+        self._unsent += 1
+        total = len(parts[0])
+        while self._unsent < len(self._chunks) and total + len(self._chunks[self._unsent]) <= max_bytes:
+            parts.append(self._chunks[self._unsent])
+            total += len(parts[-1])
+            self._unsent += 1
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def rewind(self) -> None:
+        self._unsent = 0
+
+    def finalize_upto(self, offset: int) -> None:
+        """Drop whole chunks that end at or before `offset` (a final result covered them)."""
+        while self._chunks and self.start + len(self._chunks[0]) <= offset:
+            self._pop_left(count_dropped=False)
+
+    def clear(self) -> None:
+        self.start = self.end
+        self._chunks.clear()
+        self.size = 0
+        self._unsent = 0
+
+    def _pop_left(self, count_dropped: bool = True) -> None:
+        chunk = self._chunks.popleft()
+        self.start += len(chunk)
+        self.size -= len(chunk)
+        if self._unsent > 0:
+            self._unsent -= 1
+        elif count_dropped:
+            self.dropped += len(chunk)
+
+
+@dataclass(frozen=True)
+class DeepgramOptions:
+    keepalive_seconds: float = KEEPALIVE_SECONDS
+    connect_timeout: float = CONNECT_TIMEOUT_SECONDS
+    close_timeout: float = CLOSE_TIMEOUT_SECONDS
+    result_timeout: float = RESULT_TIMEOUT_SECONDS
+    max_connect_attempts: int = MAX_CONNECT_ATTEMPTS
+    max_reconnects: int = MAX_RECONNECTS_PER_CALL
+    stable_seconds: float = STABLE_CONNECTION_SECONDS
+    replay_seconds: float = REPLAY_SECONDS
+    # Extra query parameters (e.g. the emulator's `emulator_script`), merged into the listen URL.
+    extra_query: Mapping[str, str] = field(default_factory=dict)
+
+
+class DeepgramStt:
+    """The `SpeechToText` role on Deepgram's live streaming API."""
+
+    name = "deepgram"
+
+    def __init__(self, settings: Settings, options: DeepgramOptions | None = None) -> None:
+        key = settings.deepgram_api_key.strip()
+        if not key:
+            raise ProviderAuthError(PROVIDER, "DEEPGRAM_API_KEY is not set", status=None)
+        self.options = options or DeepgramOptions()
+        self.model = settings.deepgram_model or "nova-3"
+        self.client = AsyncDeepgramClient(api_key=key, environment=deepgram_environment(settings.deepgram_base_url))
+        self.counters = ProviderCounters(PROVIDER, "stt")
+
+    def listen_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.model, **LISTEN_OPTIONS}
+        if self.options.extra_query:
+            kwargs["request_options"] = {"additional_query_parameters": dict(self.options.extra_query)}
+        return kwargs
+
+    def open_stream(self, call: CallInfo, on_result: SttCallback) -> "DeepgramStream":
+        return DeepgramStream(self, call, on_result)
+
+
+class _Dropped(Exception):
+    """The socket failed or ended unasked: reconnect (with backoff) and replay."""
+
+
+_FINALIZE = "finalize"
+_CLOSE = "close"
+
+
+class DeepgramStream:
+    streaming = True
+
+    def __init__(self, owner: DeepgramStt, call: CallInfo, on_result: SttCallback) -> None:
+        self._owner = owner
+        self._opts = owner.options
+        self._call = call
+        self._on_result = on_result
+        self._buffer = ReplayBuffer(int(self._opts.replay_seconds * BYTES_PER_SECOND))
+        self._controls: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._conn: Any = None
+        self._conn_base = 0  # call-stream offset where the current socket's audio clock starts
+        self._last_activity = 0.0  # loop time of the last audio or KeepAlive sent
+        self._finalize_sent_at: float | None = None  # awaiting a from_finalize result since then
+        self._healthy = False  # the current socket delivered a final result
+        self._closing = False
+        self._closed = False
+        self._gave_up = False
+        self.reconnects = 0
+        self.keepalives_sent = 0
+        self.error = ""
+
+    # ------------------------------------------------------------------ the SttStream protocol
+
+    async def start(self) -> None:
+        """Open the socket (retrying with backoff). Raises the error the stream gave up on."""
+        if self._task is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        self._task = loop.create_task(self._supervise(), name=f"deepgram-{self._call.call_sid}")
+        await asyncio.shield(self._ready)
+
+    def send_audio(self, mulaw: bytes) -> None:
+        if self._closing:
+            return
+        self._buffer.append(mulaw)
+        self._wake.set()
+
+    def end_of_speech(self, utterance: bytes) -> None:
+        # Deepgram already has the audio; Finalize flushes what it buffered into a final result.
+        if self._closing or _FINALIZE in self._controls:
+            return
+        self._controls.append(_FINALIZE)
+        self._wake.set()
+
+    async def close(self) -> None:
+        """CloseStream, a short wait for the last results, then the socket closes. Never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        self._closing = True
+        task = self._task
+        try:
+            if task is None or task.done():
+                return
+            if self._conn is not None:
+                self._controls.append(_CLOSE)
+                self._wake.set()
+                await asyncio.wait({task}, timeout=self._opts.close_timeout)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        except asyncio.CancelledError:
+            if task is not None:
+                task.cancel()
+            raise
+        except Exception:
+            log.exception("closing the Deepgram stream failed (call %s)", self._call.call_sid)
+        finally:
+            self._buffer.clear()
+
+    # ------------------------------------------------------------------ connection supervision
+
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        counters = self._owner.counters
+        try:
+            while not self._closing:
+                opened_at = loop.time()
+                try:
+                    await self._run_connection()
+                    if self._closing:
+                        return
+                    reason = "socket closed by the server"
+                except ProviderAuthError as exc:
+                    counters.count("error")
+                    self._give_up(str(exc), exc)
+                    return
+                except _Dropped as exc:
+                    reason = str(exc)
+                if self._closing:
+                    return
+                counters.count("error")
+                if self._healthy or loop.time() - opened_at >= self._opts.stable_seconds:
+                    failures = 0
+                failures += 1
+                if failures >= self._opts.max_connect_attempts or self.reconnects >= self._opts.max_reconnects:
+                    self._give_up(f"gave up after {failures} failed attempts: {reason}",
+                                  ProviderError(PROVIDER, reason))
+                    return
+                delay = backoff_delay(failures)
+                log.warning("Deepgram socket lost (%s); reconnecting in %.2f s (call %s)", reason, delay,
+                            self._call.call_sid)
+                await asyncio.sleep(delay)
+                counters.count("retry")
+                self.reconnects += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must not leave the call without its error result
+            log.exception("Deepgram stream failed (call %s)", self._call.call_sid)
+            self._give_up(f"internal error: {type(exc).__name__}", ProviderError(PROVIDER, type(exc).__name__))
+        finally:
+            self._conn = None
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)  # closed before it ever connected: nothing to report
+
+    async def _run_connection(self) -> None:
+        self._owner.counters.count("request")
+        self._healthy = False
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(self._opts.connect_timeout):
+                    conn = await stack.enter_async_context(
+                        self._owner.client.listen.v1.connect(**self._owner.listen_kwargs()))
+            except TimeoutError:
+                raise _Dropped(f"connect timed out after {self._opts.connect_timeout:g} s") from None
+            except ApiError as exc:
+                if exc.status_code in (401, 403):
+                    raise ProviderAuthError(PROVIDER, f"key refused (HTTP {exc.status_code})",
+                                            status=exc.status_code) from None
+                raise _Dropped(f"handshake refused (HTTP {exc.status_code})") from None
+            except OSError as exc:
+                raise _Dropped(f"connect failed: {type(exc).__name__}") from None
+            except Exception as exc:  # websockets' InvalidHandshake / InvalidURI and the like
+                raise _Dropped(f"connect failed: {type(exc).__name__}") from None
+            self._conn = conn
+            self._buffer.rewind()
+            self._conn_base = self._buffer.start
+            self._last_activity = asyncio.get_running_loop().time()
+            if self._finalize_sent_at is not None and _FINALIZE not in self._controls:
+                self._controls.append(_FINALIZE)  # the drop ate its answer: ask again after the replay
+            self._wake.set()
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
+            try:
+                await self._pump(conn)
+            finally:
+                self._conn = None
+
+    async def _pump(self, conn: Any) -> None:
+        receiver = asyncio.create_task(self._receive(conn))
+        others = [asyncio.create_task(self._send(conn)), asyncio.create_task(self._watch(conn))]
+        tasks = [receiver, *others]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # The receiver's view wins: a send that failed because the socket closed is the same event.
+        for t in tasks:
+            if t.cancelled():
+                continue
+            exc = t.exception()
+            if exc is not None:
+                if isinstance(exc, _Dropped):
+                    raise exc
+                raise _Dropped(f"{type(exc).__name__}") from exc
+            if t is receiver:
+                return
+
+    async def _receive(self, conn: Any) -> None:
+        """Every message until the socket ends. Returns on a clean close, raises _Dropped otherwise."""
+        try:
+            async for message in conn:
+                self._handle(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # ConnectionClosedError and friends: the socket died
+            code = getattr(getattr(exc, "rcvd", None), "code", None)
+            raise _Dropped(f"socket lost ({type(exc).__name__}{f', code {code}' if code else ''})") from None
+
+    async def _send(self, conn: Any) -> None:
+        loop = asyncio.get_running_loop()
+        buffer = self._buffer
+        while True:
+            if buffer.has_unsent():
+                await conn.send_media(buffer.take_unsent(REPLAY_MESSAGE_BYTES))
+                self._last_activity = loop.time()
+                continue
+            if self._controls:
+                kind = self._controls[0]
+                if kind == _FINALIZE:
+                    await conn.send_finalize()
+                    self._finalize_sent_at = loop.time()
+                else:
+                    await conn.send_close_stream()
+                self._controls.popleft()
+                continue
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _watch(self, conn: Any) -> None:
+        """KeepAlive whenever no audio went out for `keepalive_seconds`; a Finalize left unanswered
+        for `result_timeout` is a stalled socket."""
+        loop = asyncio.get_running_loop()
+        interval = self._opts.keepalive_seconds
+        while True:
+            now = loop.time()
+            if now - self._last_activity >= interval and not self._closing:
+                await conn.send_keep_alive()
+                self._last_activity = now
+                self.keepalives_sent += 1
+            due = self._last_activity + interval
+            sent = self._finalize_sent_at
+            if sent is not None:
+                if now - sent >= self._opts.result_timeout:
+                    self._finalize_sent_at = None  # re-armed when the Finalize is sent again
+                    raise _Dropped(f"no final result {self._opts.result_timeout:g} s after Finalize")
+                due = min(due, sent + self._opts.result_timeout)
+            await asyncio.sleep(max(0.01, due - loop.time()))
+
+    # ------------------------------------------------------------------ messages
+
+    def _handle(self, message: Any) -> None:
+        match message:
+            case ListenV1Results():
+                self._on_results(message)
+            case ListenV1UtteranceEnd():
+                self._emit(SttResult("", True, True))
+            case ListenV1Metadata():
+                pass  # the summary after CloseStream; the close frame follows
+            case ListenV1Error():
+                log.warning("Deepgram error message: %s (call %s)", _get(message, "description") or
+                            _get(message, "message"), self._call.call_sid)
+            case _:
+                pass  # SpeechStarted (interim transcripts drive barge-in), unknown types (None), bytes
+
+    def _on_results(self, message: Any) -> None:
+        is_final = bool(_get(message, "is_final"))
+        from_finalize = bool(_get(message, "from_finalize"))
+        end_of_turn = is_final and (bool(_get(message, "speech_final")) or from_finalize)
+        alternatives = _get(_get(message, "channel"), "alternatives") or []
+        text = str(_get(alternatives[0], "transcript") or "").strip() if alternatives else ""
+        if is_final:
+            self._healthy = True
+            start, duration = _get(message, "start"), _get(message, "duration")
+            if isinstance(start, (int, float)) and isinstance(duration, (int, float)):
+                self._buffer.finalize_upto(self._conn_base + int((start + duration) * BYTES_PER_SECOND))
+        if from_finalize:
+            self._finalize_sent_at = None
+        if not text and not end_of_turn:
+            return  # silence: an empty interim or an empty mid-turn final says nothing
+        self._emit(SttResult(text, is_final, end_of_turn))
+
+    def _emit(self, result: SttResult) -> None:
+        try:
+            self._on_result(result)
+        except Exception:  # the call's handler failing must not kill the socket
+            log.exception("STT result handler failed (call %s)", self._call.call_sid)
+
+    def _give_up(self, reason: str, exc: ProviderError) -> None:
+        if self._gave_up:
+            return
+        self._gave_up = True
+        self._closing = True
+        self.error = reason
+        self._buffer.clear()
+        log.error("Deepgram stream gave up: %s (call %s)", reason, self._call.call_sid)
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(exc)
+        self._emit(SttResult("", True, True, error=reason))
+
+
+def _get(obj: Any, name: str) -> Any:
+    """A field of an SDK model or a plain dict; None when missing (SDK construction is unchecked)."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
