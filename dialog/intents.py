@@ -47,7 +47,7 @@ class ParsedTurn:
     intent: Intent
     date: date | None = None
     time: TimeOfDay | None = None
-    clear: frozenset[str] = field(default_factory=frozenset)  # "date"/"time" a correction changes without a value
+    clear: frozenset[str] = field(default_factory=frozenset)  # "date"/"time" to change, no new value given
     affirm: bool = False  # a yes was said along with the slots
     vague_date: bool = False
     invalid_date: bool = False
@@ -71,7 +71,8 @@ _REPEAT = re.compile(
 _GOODBYE = _words("goodbye", "good bye", "bye", "bye bye", "that's all", "that is all", "hang up",
                   "nothing else", "i'm done", "have a good day", "have a nice day", "see you")
 _STRONG_YES = _words("yes", "yeah", "yep", "yup", "yea", "ya", "sure", "correct", "that's right",
-                     "that is right", "thats right", "right", "exactly", "sounds good", "sounds great", "perfect",
+                     "that is right", "thats right", "right", "exactly", "sounds good", "sounds great",
+                     "perfect",
                      "absolutely", "definitely", "affirmative", "please do", "go ahead", "book it",
                      "book that", "do it", "that works", "works for me", "that's fine", "confirm",
                      "confirmed", "of course", "why not", "uh huh", "mhm", "mm hmm", "certainly",

@@ -53,8 +53,8 @@ from typing import Any, Mapping
 from dialog import prompts
 from dialog.intents import SLOT_INTENTS, Intent, ParsedTurn, classify
 from dialog.schedule import (
-    SEARCH_DAYS, WEEKDAY_NAMES, DialogSettings, is_open_day, nearest_slot, on_grid, say_date, say_days, say_hours,
-    say_time, say_when, slot_start, within_hours,
+    SEARCH_DAYS, WEEKDAY_NAMES, DialogSettings, is_open_day, nearest_slot, on_grid, say_date, say_days,
+    say_hours, say_time, say_when, slot_start, within_hours,
 )
 from dialog.slots import TimeOfDay
 from dialog.store import Booking, BookingStore
@@ -88,51 +88,50 @@ class Check(enum.Enum):
     GAVE_UP_TRANSFER = "gave_up_transfer"
 
 
-S, I = State, Intent
-ASKING = (S.GREETING, S.COLLECT_DATE, S.COLLECT_TIME, S.CONFIRMATION)
-REASK = {S.GREETING: "reask_greeting", S.COLLECT_DATE: "reask_date", S.COLLECT_TIME: "reask_time",
-         S.CONFIRMATION: "reask_confirm"}
+ASKING = (State.GREETING, State.COLLECT_DATE, State.COLLECT_TIME, State.CONFIRMATION)
+REASK = {State.GREETING: "reask_greeting", State.COLLECT_DATE: "reask_date", State.COLLECT_TIME: "reask_time",
+         State.CONFIRMATION: "reask_confirm"}
 
 TRANSITIONS: dict[tuple[State, Intent], tuple[State, str]] = {
-    (S.GREETING, I.BOOK): (S.COLLECT_DATE, "ask_date"),
-    (S.GREETING, I.AFFIRM): (S.COLLECT_DATE, "ask_date"),
-    (S.GREETING, I.DENY): (S.TERMINAL, "goodbye"),
-    (S.GREETING, I.CORRECTION): (S.COLLECT_DATE, "ask_date"),
-    (S.COLLECT_DATE, I.BOOK): (S.COLLECT_DATE, "ask_date"),
-    (S.COLLECT_DATE, I.CORRECTION): (S.COLLECT_DATE, "ask_date"),
-    (S.COLLECT_TIME, I.BOOK): (S.COLLECT_TIME, "ask_time"),
-    (S.COLLECT_TIME, I.CORRECTION): (S.COLLECT_DATE, "ask_date"),
-    (S.CONFIRMATION, I.AFFIRM): (S.TERMINAL, "booked"),  # guarded: books through the store
-    (S.CONFIRMATION, I.DENY): (S.COLLECT_DATE, "change_ask"),  # keeps the slots as defaults
-    (S.CONFIRMATION, I.BOOK): (S.CONFIRMATION, "confirm"),
-    (S.CONFIRMATION, I.CORRECTION): (S.COLLECT_DATE, "ask_date"),
+    (State.GREETING, Intent.BOOK): (State.COLLECT_DATE, "ask_date"),
+    (State.GREETING, Intent.AFFIRM): (State.COLLECT_DATE, "ask_date"),
+    (State.GREETING, Intent.DENY): (State.TERMINAL, "goodbye"),
+    (State.GREETING, Intent.CORRECTION): (State.COLLECT_DATE, "ask_date"),
+    (State.COLLECT_DATE, Intent.BOOK): (State.COLLECT_DATE, "ask_date"),
+    (State.COLLECT_DATE, Intent.CORRECTION): (State.COLLECT_DATE, "ask_date"),
+    (State.COLLECT_TIME, Intent.BOOK): (State.COLLECT_TIME, "ask_time"),
+    (State.COLLECT_TIME, Intent.CORRECTION): (State.COLLECT_DATE, "ask_date"),
+    (State.CONFIRMATION, Intent.AFFIRM): (State.TERMINAL, "booked"),  # guarded: books through the store
+    (State.CONFIRMATION, Intent.DENY): (State.COLLECT_DATE, "change_ask"),  # keeps the slots as defaults
+    (State.CONFIRMATION, Intent.BOOK): (State.CONFIRMATION, "confirm"),
+    (State.CONFIRMATION, Intent.CORRECTION): (State.COLLECT_DATE, "ask_date"),
     # Slot turns (keyed by what the call now knows, rule 1) lead to the same place from anywhere.
-    **{(s, I.PROVIDE_DATE): (S.COLLECT_TIME, "ask_time") for s in ASKING},  # guarded: date check
-    **{(s, I.PROVIDE_TIME): (S.COLLECT_DATE, "ask_date_for_time") for s in ASKING},
-    **{(s, I.PROVIDE_BOTH): (S.CONFIRMATION, "confirm") for s in ASKING},  # guarded: slot check
-    **{(s, I.REPEAT): (s, "repeat") for s in ASKING},
-    **{(s, I.GOODBYE): (S.TERMINAL, "goodbye") for s in ASKING},
-    **{(s, I.UNKNOWN): (S.FALLBACK, REASK[s]) for s in ASKING},
-    **{(S.TERMINAL, i): (S.TERMINAL, "ended") for i in Intent},
+    **{(s, Intent.PROVIDE_DATE): (State.COLLECT_TIME, "ask_time") for s in ASKING},  # guarded: date check
+    **{(s, Intent.PROVIDE_TIME): (State.COLLECT_DATE, "ask_date_for_time") for s in ASKING},
+    **{(s, Intent.PROVIDE_BOTH): (State.CONFIRMATION, "confirm") for s in ASKING},  # guarded: slot check
+    **{(s, Intent.REPEAT): (s, "repeat") for s in ASKING},
+    **{(s, Intent.GOODBYE): (State.TERMINAL, "goodbye") for s in ASKING},
+    **{(s, Intent.UNKNOWN): (State.FALLBACK, REASK[s]) for s in ASKING},
+    **{(State.TERMINAL, i): (State.TERMINAL, "ended") for i in Intent},
 }
 # Every other (state, intent) pair: a misunderstanding, re-asked in other words.
-DEFAULT: dict[State, tuple[State, str]] = {s: (S.FALLBACK, REASK[s]) for s in ASKING}
+DEFAULT: dict[State, tuple[State, str]] = {s: (State.FALLBACK, REASK[s]) for s in ASKING}
 
 CHECKS: dict[Check, tuple[State, str]] = {
-    Check.PAST_DATE: (S.COLLECT_DATE, "past_date"),
-    Check.CLOSED_DAY: (S.COLLECT_DATE, "closed_day"),
-    Check.CLOSED_OFFER: (S.CONFIRMATION, "closed_offer"),
-    Check.OUTSIDE_HOURS: (S.CONFIRMATION, "hours_offer"),
-    Check.PAST_TIME: (S.CONFIRMATION, "past_offer"),
-    Check.OFF_GRID: (S.CONFIRMATION, "offgrid_offer"),
-    Check.TAKEN: (S.CONFIRMATION, "taken_offer"),
-    Check.NO_FREE: (S.COLLECT_DATE, "no_free"),
-    Check.RACE_LOST: (S.CONFIRMATION, "race_offer"),
-    Check.GAVE_UP: (S.TERMINAL, "handoff"),
-    Check.GAVE_UP_TRANSFER: (S.TERMINAL, "transfer"),
+    Check.PAST_DATE: (State.COLLECT_DATE, "past_date"),
+    Check.CLOSED_DAY: (State.COLLECT_DATE, "closed_day"),
+    Check.CLOSED_OFFER: (State.CONFIRMATION, "closed_offer"),
+    Check.OUTSIDE_HOURS: (State.CONFIRMATION, "hours_offer"),
+    Check.PAST_TIME: (State.CONFIRMATION, "past_offer"),
+    Check.OFF_GRID: (State.CONFIRMATION, "offgrid_offer"),
+    Check.TAKEN: (State.CONFIRMATION, "taken_offer"),
+    Check.NO_FREE: (State.COLLECT_DATE, "no_free"),
+    Check.RACE_LOST: (State.CONFIRMATION, "race_offer"),
+    Check.GAVE_UP: (State.TERMINAL, "handoff"),
+    Check.GAVE_UP_TRANSFER: (State.TERMINAL, "transfer"),
 }
 
-_DTMF = {"1": I.AFFIRM, "2": I.DENY}
+_DTMF = {"1": Intent.AFFIRM, "2": Intent.DENY}
 SNAPSHOT_VERSION = 1
 
 
@@ -160,8 +159,8 @@ class Conversation:
         self.store = store
         self.call_sid = call_sid
         self.caller = caller
-        self._state = S.GREETING
-        self._resume = S.GREETING  # the state whose question FALLBACK is re-asking
+        self._state = State.GREETING
+        self._resume = State.GREETING  # the state whose question FALLBACK is re-asking
         self._date: date | None = None
         self._time: TimeOfDay | None = None
         self._asked: datetime | None = None  # what the caller asked for, when an offer replaces it
@@ -187,8 +186,8 @@ class Conversation:
 
     def greet(self, now: datetime) -> DialogReply:
         now = self._local(now)
-        self._state = self._resume = S.GREETING
-        return self._reply("greet", I.UNKNOWN, now)
+        self._state = self._resume = State.GREETING
+        return self._reply("greet", Intent.UNKNOWN, now)
 
     def on_user(self, text: str, now: datetime) -> DialogReply:
         now = self._local(now)
@@ -196,13 +195,13 @@ class Conversation:
 
     def on_dtmf(self, digit: str, now: datetime) -> DialogReply:
         now = self._local(now)
-        at = self._resume if self._state is S.FALLBACK else self._state
+        at = self._resume if self._state is State.FALLBACK else self._state
         if digit == "*":
-            intent = I.REPEAT
-        elif at is S.CONFIRMATION and digit in _DTMF:
+            intent = Intent.REPEAT
+        elif at is State.CONFIRMATION and digit in _DTMF:
             intent = _DTMF[digit]
         else:
-            intent = I.UNKNOWN
+            intent = Intent.UNKNOWN
         return self._step(ParsedTurn(intent), now)
 
     def on_slots(self, date: date | None, time: TimeOfDay | None, intent: Intent, now: datetime) -> DialogReply:
@@ -213,73 +212,74 @@ class Conversation:
     def on_failure(self, now: datetime) -> DialogReply:
         """A provider failed: apologise and re-ask the current question; counts as a misunderstanding."""
         now = self._local(now)
-        if self._state is S.TERMINAL:
-            return self._step(ParsedTurn(I.UNKNOWN), now)
+        if self._state is State.TERMINAL:
+            return self._step(ParsedTurn(Intent.UNKNOWN), now)
         self._retries += 1
         if self._retries > self.settings.max_retries:
-            return self._give_up(I.UNKNOWN, now)
-        return self._reply("failure", I.UNKNOWN, now)
+            return self._give_up(Intent.UNKNOWN, now)
+        return self._reply("failure", Intent.UNKNOWN, now)
 
     def repeat_last(self) -> DialogReply:
         if self._last is None:
             return DialogReply(prompts.question(self._state.value, self._fields(None)), self._state,
-                               I.REPEAT, "question", slots=self.slots)
-        return replace(self._last, state=self._state, intent=I.REPEAT, booking=None)
+                               Intent.REPEAT, "question", slots=self.slots)
+        return replace(self._last, state=self._state, intent=Intent.REPEAT, booking=None)
 
     # ------------------------------------------------------------ the step
 
     def _step(self, turn: ParsedTurn, now: datetime) -> DialogReply:
-        at = self._resume if self._state is S.FALLBACK else self._state
+        at = self._resume if self._state is State.FALLBACK else self._state
         key_intent = turn.intent
         if turn.intent in SLOT_INTENTS:
             key_intent = self._take_slots(turn, at)
-        next_state, key = TRANSITIONS.get((at, key_intent), DEFAULT.get(at, (S.FALLBACK, "reask_greeting")))
+        next_state, key = TRANSITIONS.get((at, key_intent), DEFAULT.get(at, (State.FALLBACK, "reask_greeting")))
 
-        if next_state is S.FALLBACK:
+        if next_state is State.FALLBACK:
             self._retries += 1
             if self._retries > self.settings.max_retries:
                 return self._give_up(turn.intent, now)
             self._resume = at
             key = self._reask_key(key, turn, at)
-        elif key_intent is not I.REPEAT:
+        elif key_intent is not Intent.REPEAT:
             self._retries = 0
 
         booking = None
-        if next_state is S.COLLECT_TIME:
+        if next_state is State.COLLECT_TIME:
             next_state, key = self._check_date(next_state, key, now)
-        elif next_state is S.CONFIRMATION and key == "confirm":
+        elif next_state is State.CONFIRMATION and key == "confirm":
             next_state, key = self._check_slot(now)
         elif key == "booked":
             next_state, key, booking = self._book(now)
         self._state = next_state
-        if next_state is S.TERMINAL and key == "ended" and self._last is not None:
+        if next_state is State.TERMINAL and key == "ended" and self._last is not None:
             return replace(self._last, intent=turn.intent, prompt_key="ended", booking=None,
                            text=prompts.render("ended", self._fields(now)))
         return self._reply(key, turn.intent, now, booking=booking,
-                           acknowledge=turn.intent is I.CORRECTION and key == "confirm")
+                           acknowledge=turn.intent is Intent.CORRECTION and key == "confirm")
 
     def _take_slots(self, turn: ParsedTurn, at: State) -> Intent:
         """Rule 1: merge the turn's slots into the call's and key the turn by what is now known."""
         if turn.date is None and turn.time is None and not turn.clear:
-            return I.UNKNOWN  # a slot intent with no slot in it was not understood
+            return Intent.UNKNOWN  # a slot intent with no slot in it was not understood
         new_date = None if "date" in turn.clear else self._date
         new_time = None if "time" in turn.clear else self._time
         new_date = turn.date or new_date
         new_time = turn.time or new_time
-        if at is S.CONFIRMATION and turn.affirm and (new_date, new_time) == (self._date, self._time):
-            return I.AFFIRM
+        repeats_the_offer = new_date == self._date and _same_clock(new_time, self._time)
+        if at is State.CONFIRMATION and turn.affirm and repeats_the_offer:
+            return Intent.AFFIRM
         self._date, self._time = new_date, new_time
         self._asked = None
         if new_date and new_time:
-            return I.PROVIDE_BOTH
+            return Intent.PROVIDE_BOTH
         if new_date:
-            return I.PROVIDE_DATE
+            return Intent.PROVIDE_DATE
         if new_time:
-            return I.PROVIDE_TIME
-        return I.CORRECTION
+            return Intent.PROVIDE_TIME
+        return Intent.CORRECTION
 
     def _reask_key(self, key: str, turn: ParsedTurn, at: State) -> str:
-        if at in (S.GREETING, S.COLLECT_DATE) and turn.vague_date:
+        if at in (State.GREETING, State.COLLECT_DATE) and turn.vague_date:
             return "vague_date"
         if turn.invalid_date:
             return "invalid_date"
@@ -323,7 +323,7 @@ class Conversation:
         elif self.store is not None and not self.store.is_free(start):
             problem = Check.TAKEN
         else:
-            return S.CONFIRMATION, "confirm"
+            return State.CONFIRMATION, "confirm"
         return self._offer(start, problem, now)
 
     def _offer(self, start: datetime, problem: Check, now: datetime) -> tuple[State, str]:
@@ -344,19 +344,25 @@ class Conversation:
             booking: Booking | None = Booking(0, start, self.call_sid, self.caller, now)
         else:
             booking = self.store.book(start, self.call_sid, self.caller, created_at=now)
+            if booking is None and self.call_sid:
+                # This call's own booking, from a turn that was rolled back after it booked (the
+                # caller barged in on the read-back): saying yes again is the same booking.
+                mine = self.store.booking_at(start)
+                booking = mine if mine is not None and mine.call_sid == self.call_sid else None
         if booking is None:  # a racing call took it between the read-back and the yes
             return (*self._offer(start, Check.RACE_LOST, now), None)
         self._booking = booking
-        return S.TERMINAL, "booked", booking
+        return State.TERMINAL, "booked", booking
 
     def _same_time_other_day(self, start: datetime, now: datetime) -> datetime | None:
         """For a closed day: the same time on the nearest open day (later first on a tie), if free.
         "Saturday at 10" is better answered with Monday at 10 than with Friday at 4:30."""
         for days in range(1, SEARCH_DAYS + 1):
             for sign in (1, -1):
-                candidate = slot_start(start.date() + timedelta(days=sign * days), start.timetz().replace(tzinfo=None),
-                                       self.settings)
-                if (candidate > now and within_hours(candidate, self.settings) and on_grid(candidate, self.settings)
+                day = start.date() + timedelta(days=sign * days)
+                candidate = slot_start(day, clock(start.hour, start.minute), self.settings)
+                if (candidate > now and within_hours(candidate, self.settings)
+                        and on_grid(candidate, self.settings)
                         and (self.store is None or self.store.is_free(candidate))):
                     return candidate
         return None
@@ -416,13 +422,13 @@ class Conversation:
         self._streak = self._streak + 1 if same else 0
         variant = self._streak
         if key == "failure":
-            at = self._resume if self._state is S.FALLBACK else self._state
+            at = self._resume if self._state is State.FALLBACK else self._state
             text = prompts.render(key, fields) + " " + prompts.question(at.value, fields)
         else:
             text = prompts.render(key, fields, variant)
         if acknowledge:
             text = prompts.render("correction_ack", fields) + " " + text
-        terminal = self._state is S.TERMINAL
+        terminal = self._state is State.TERMINAL
         transfer = self.settings.transfer_number if key == "transfer" else ""
         reply = DialogReply(text, self._state, intent, key, hang_up=terminal and not transfer,
                             transfer_to=transfer, booking=booking, slots=self.slots)
@@ -461,7 +467,8 @@ class Conversation:
         conv._state = State(data["state"])
         conv._resume = State(data["resume"])
         conv._date = date.fromisoformat(data["date"]) if data.get("date") else None
-        conv._time = TimeOfDay.from_hhmm(data["time"], bool(data.get("time_ambiguous"))) if data.get("time") else None
+        if data.get("time"):
+            conv._time = TimeOfDay.from_hhmm(data["time"], bool(data.get("time_ambiguous")))
         conv._asked = datetime.fromisoformat(data["asked"]) if data.get("asked") else None
         conv._retries = int(data.get("retries", 0))
         conv._streak = int(data.get("streak", 0))
@@ -476,3 +483,8 @@ class Conversation:
 
 def _clock(t: TimeOfDay) -> clock:
     return clock(t.hour, t.minute)
+
+
+def _same_clock(a: TimeOfDay | None, b: TimeOfDay | None) -> bool:
+    """Same hour and minute, however sure the caller was of am/pm ("at 3" repeats "3 pm")."""
+    return (a is None and b is None) or (a is not None and b is not None and _clock(a) == _clock(b))

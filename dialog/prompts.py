@@ -2,8 +2,8 @@
 
 A key names a template, stably, so the gateway can cache its audio or answer it quickly
 (`DialogReply.prompt_key`). Where a key has several variants, the same key used again in a row
-takes the next one, so a caller who did not understand the question hears it in other words rather than the same words
-louder. Text is spoken: no markup, no URLs, no symbols a TTS engine would read out, 1-3 sentences.
+takes the next one, so a caller who did not understand the question hears it in other words
+rather than the same words louder. Text is spoken: no markup, no URLs, no symbols a TTS engine would read out, 1-3 sentences.
 
 Fields: {business} {date} {time} {when} {offer} {asked} {hours} {days} {closed} {grid}.
 """
@@ -78,7 +78,8 @@ PROMPTS: Mapping[str, tuple[str, ...]] = {
         "Which day would that be? You could say a weekday, or a date like the 8th.",
     ),
     "invalid_date": ("Hmm, I don't think that date exists. Which day would you like?",),
-    "invalid_time": ("Hmm, that doesn't sound like a time I can book. What time would you like? We're open {hours}.",),
+    "invalid_time": (
+        "Hmm, that doesn't sound like a time I can book. What time would you like? We're open {hours}.",),
     "failure": ("Sorry, I had a little trouble on my end.",),  # followed by the current question
     "correction_ack": ("No problem.",),  # before the reply to a correction
 }

@@ -170,7 +170,8 @@ _DATE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("offset", re.compile(r"\b(?:today|tonight|this morning|this afternoon|this evening)\b")),
     ("offset", re.compile(r"\byesterday\b")),
     ("in", re.compile(
-        r"\bin (?:(?P<n>\d{1,4})|(?P<a>an?)|(?P<c>a couple of|a couple|couple of)) (?P<u>days?|weeks?|fortnights?)\b")),
+        r"\bin (?:(?P<n>\d{1,4})|(?P<a>an?)|(?P<c>a couple of|a couple|couple of)) "
+        r"(?P<u>days?|weeks?|fortnights?)\b")),
     ("in", re.compile(r"\bin (?P<a>a) (?P<u>fortnight)\b")),
     ("from", re.compile(
         rf"\b(?:(?P<n>\d{{1,4}})|(?P<a>an?)) (?P<u>days?|weeks?) (?:from|after|on) "
@@ -358,7 +359,8 @@ _TIME_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("ap", re.compile(r"\b(?P<h>\d{1,2}) ?(?P<ap>am|pm)\b")),
     ("oclock", re.compile(rf"\b(?P<h>\d{{1,2}}) oclock\b{_AP}{_POD_OPT}")),
     ("pod", re.compile(rf"(?<![:\d] )(?<!:)\b(?P<h>\d{{1,2}}) {_POD}\b")),
-    ("lead", re.compile(rf"\b{_LEAD} (?P<h>\d{{1,2}})(?: (?P<m>[0-5]\d))?\b(?![:/-]| ?{_SUF}\b){_COUNTED}{_AP}{_POD_OPT}")),
+    ("lead", re.compile(
+        rf"\b{_LEAD} (?P<h>\d{{1,2}})(?: (?P<m>[0-5]\d))?\b(?![:/-]| ?{_SUF}\b){_COUNTED}{_AP}{_POD_OPT}")),
     ("ish", re.compile(r"\b(?P<h>\d{1,2}) ish\b")),
 ]
 _POD_ANYWHERE = re.compile(rf"\b{_POD}\b")

@@ -154,6 +154,11 @@ class Store:
         _require_aware(start, "start")
         return not self._query("SELECT 1 FROM bookings WHERE start_ts = ?", (int(start.timestamp()),))
 
+    def booking_at(self, start: datetime) -> Booking | None:
+        _require_aware(start, "start")
+        rows = self._query("SELECT * FROM bookings WHERE start_ts = ?", (int(start.timestamp()),))
+        return _booking(rows[0]) if rows else None
+
     def taken_between(self, first: datetime, last: datetime) -> list[datetime]:
         rows = self._query("SELECT start_iso FROM bookings WHERE start_ts BETWEEN ? AND ?",
                            (int(first.timestamp()), int(last.timestamp())))
@@ -171,8 +176,7 @@ class Store:
     def list_bookings(self, limit: int | None = None) -> list[Booking]:
         sql = "SELECT * FROM bookings ORDER BY start_ts"
         rows = self._query(sql + " LIMIT ?", (limit,)) if limit is not None else self._query(sql)
-        return [Booking(r["id"], datetime.fromisoformat(r["start_iso"]), r["call_sid"], r["caller"],
-                        datetime.fromisoformat(r["created_at"])) for r in rows]
+        return [_booking(r) for r in rows]
 
     # ------------------------------------------------------------ calls and transcripts
 
@@ -181,7 +185,8 @@ class Store:
         """Record a call's start (idempotent: a call resumed in another process keeps its start)."""
         with self._lock:
             self._db.execute(
-                "INSERT INTO calls (call_sid, stream_sid, caller, direction, started_at) VALUES (?, ?, ?, ?, ?) "
+                "INSERT INTO calls (call_sid, stream_sid, caller, direction, started_at) "
+                "VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (call_sid) DO UPDATE SET stream_sid = excluded.stream_sid",
                 (call_sid, stream_sid, caller, direction, started_at))
 
@@ -205,7 +210,8 @@ class Store:
         """The call row with its turns in order, or None if nothing of it was stored."""
         with self._lock:
             row = self._db.execute("SELECT * FROM calls WHERE call_sid = ?", (call_sid,)).fetchone()
-            turns = self._db.execute("SELECT * FROM turns WHERE call_sid = ? ORDER BY id", (call_sid,)).fetchall()
+            turns = self._db.execute("SELECT * FROM turns WHERE call_sid = ? ORDER BY id",
+                                     (call_sid,)).fetchall()
         if row is None and not turns:
             return None
         call = dict(row) if row is not None else {
@@ -220,6 +226,11 @@ class Store:
             "SELECT calls.*, (SELECT COUNT(*) FROM turns WHERE turns.call_sid = calls.call_sid) AS turn_count "
             "FROM calls ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,))
         return [dict(r) for r in rows]
+
+
+def _booking(row: sqlite3.Row) -> Booking:
+    return Booking(row["id"], datetime.fromisoformat(row["start_iso"]), row["call_sid"], row["caller"],
+                   datetime.fromisoformat(row["created_at"]))
 
 
 def _turn_dict(row: sqlite3.Row) -> dict[str, Any]:

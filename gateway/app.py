@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket
 from dialog.machine import Conversation, DialogSettings
 from dialog.responder import RuleResponder
 from dialog.store import Store
-from gateway import metrics, twiml
+from gateway import auth, dashboard, metrics, twiml
 from gateway.call import CLOSE_BUSY, CallServices, MediaCall
 from gateway.config import Settings
 from gateway.logs import event as log_event, mask_number
@@ -74,8 +74,7 @@ class Gateway:
 
     async def _load(self) -> None:
         await self.engines.load()
-        greeting = Conversation(self.dialog_settings, None).greet(self.clock()).text
-        await self.engines.prerender([greeting])
+        await self.engines.prerender(fixed_prompt_sentences(self.dialog_settings))
         log_event(log, "engines ready" if self.engines.ready else "engines not ready", **self.engines.describe())
 
     async def shutdown(self) -> None:
@@ -126,6 +125,10 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         return Response(status_code=204)
 
     async def media(ws: WebSocket) -> None:
+        # The browser softphone authenticates with a short-lived token (gateway/auth.py).
+        if "token" in ws.query_params and not auth.softphone_connection_allowed(settings.dashboard_token, ws):
+            await ws.close(auth.CLOSE_UNAUTHORIZED)  # before accept: the handshake is refused
+            return
         if len(gw.services.calls) >= settings.max_concurrent_calls:
             metrics.ERRORS.labels("busy", "gateway").inc()
             await ws.close(CLOSE_BUSY, "over capacity")
@@ -175,7 +178,31 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gw
+    dashboard.install(app, gw)  # GET /, /ws/dashboard, /api/token, /static; the live-call feed
     return app
+
+
+def fixed_prompt_sentences(settings: DialogSettings) -> list[str]:
+    """Every sentence of every template that needs no per-call field, as the chunker will cut it:
+    the greeting first. These are rendered once at startup, so they play with no TTS wait."""
+    from dialog import prompts
+    from dialog.chunker import SentenceChunker
+    from dialog.schedule import say_days, say_hours
+
+    static = {"business": settings.business_name, "hours": say_hours(settings), "days": say_days(settings),
+              "grid": "hour" if settings.slot_minutes == 60 else f"{settings.slot_minutes} minutes"}
+    sentences: list[str] = []
+    for key in ("greet", *prompts.PROMPTS):
+        for template in prompts.PROMPTS[key]:
+            try:
+                text = template.format_map(static)
+            except KeyError:
+                continue  # needs the caller's date or time
+            chunker = SentenceChunker()
+            for sentence in chunker.push(text) + chunker.flush():
+                if sentence not in sentences:
+                    sentences.append(sentence)
+    return sentences
 
 
 MAX_FORM_BYTES = 64 * 1024  # a Twilio webhook form is ~1-2 KiB

@@ -37,6 +37,9 @@ DASHBOARD_TTL_S = 600
 # WebSocket handshake; two minutes absorbs a slow microphone permission prompt.
 SOFTPHONE_TTL_S = 120
 MAX_TTL_S = 24 * 3600  # no token outlives a day, whatever a caller of issue_token asks
+# WebSocket close code for a refused token (4000-4999 is the application range; 4401 reads as 401).
+# Sent before accept, which uvicorn answers with an HTTP 403: the handshake never completes.
+CLOSE_UNAUTHORIZED = 4401
 MAX_TOKEN_CHARS = 256  # a real token is ~90 characters; anything longer is not worth parsing
 
 _KEY_LABEL = b"voicegate/short-lived-token/v1"
@@ -170,3 +173,9 @@ def softphone_allowed(dashboard_token: str, token: str, client_host: str | None,
     if not dashboard_token:
         return is_local(client_host, headers)
     return verify_token(dashboard_token, token, "softphone")
+
+
+def softphone_connection_allowed(dashboard_token: str, conn) -> bool:  # conn: a Starlette HTTPConnection
+    """`softphone_allowed` for a Starlette WebSocket carrying `?token=...`."""
+    client = conn.client.host if conn.client else None
+    return softphone_allowed(dashboard_token, conn.query_params.get("token", ""), client, conn.headers)

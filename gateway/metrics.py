@@ -85,3 +85,8 @@ def exposition() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+# --- dashboard (gateway/dashboard.py) ---
+DASHBOARD_SUBSCRIBERS = Gauge("voicegate_dashboard_subscribers", "Dashboards connected to the live feed", **_GAUGE_MODE)
+DASHBOARD_DROPPED = Counter("voicegate_dashboard_dropped_total", "Dashboards dropped for not reading their feed")

@@ -114,22 +114,23 @@ SPEECH_CACHE_SIZE = 512  # distinct sentences kept synthesized; a benchmark reus
 NORMAL_CLOSE_CODES = (1000, 1001)
 
 SILENCE_FRAME = mulaw.silence(FRAME_BYTES)
-SILENCE_B64 = b64encode(SILENCE_FRAME).decode("ascii")
+SILENCE_B64 = b64encode(SILENCE_FRAME)
 
-# `twilio_protocol.inbound_media_message` as a template with the stream id baked in per call:
-# the payload's base64 is computed once per utterance, so a frame costs one %-format. The import
-# time check below keeps the two byte-identical.
+# `twilio_protocol.inbound_media_message` as a bytes template with the stream id baked in per
+# call: the payload's base64 is computed once per utterance, so a frame costs one %-format and no
+# str->bytes copy (sent as a text frame with `text=True`). The import-time check below keeps the
+# two byte-identical.
 _MEDIA_TEMPLATE = (
     '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
     '"timestamp":"%d","payload":"%s"},"streamSid":"{sid}"}'
 )
 
 
-def _media_template(stream_sid: str) -> str:
-    return _MEDIA_TEMPLATE.replace("{sid}", stream_sid.replace("%", "%%"))
+def _media_template(stream_sid: str) -> bytes:
+    return _MEDIA_TEMPLATE.replace("{sid}", stream_sid.replace("%", "%%")).encode()
 
 
-if _media_template("MZ%x") % (7, 6, 100, SILENCE_B64) != tp.inbound_media_message("MZ%x", SILENCE_FRAME, 7, 6, 100):
+if _media_template("MZ%x") % (7, 6, 100, SILENCE_B64) != tp.inbound_media_message("MZ%x", SILENCE_FRAME, 7, 6, 100).encode():
     raise RuntimeError("gateway.twilio_protocol.inbound_media_message changed: update simcaller._MEDIA_TEMPLATE")
 
 
@@ -420,14 +421,14 @@ class Playback:
 # ------------------------------------------------------------------ audio sources
 
 
-def mulaw_frames(audio: bytes) -> tuple[str, ...]:
-    """Mu-law audio as base64 160-byte frame payloads, the last padded with silence."""
+def mulaw_frames(audio: bytes) -> tuple[bytes, ...]:
+    """Mu-law audio as 160-byte frame payloads in base64 (ASCII bytes), the last padded with silence."""
     if not audio:
         return ()
     pad = -len(audio) % FRAME_BYTES
     data = bytes(audio) + SILENCE_FRAME[:pad] if pad else bytes(audio)
     view = memoryview(data)
-    return tuple(b64encode(view[i : i + FRAME_BYTES]).decode("ascii") for i in range(0, len(data), FRAME_BYTES))
+    return tuple(b64encode(view[i : i + FRAME_BYTES]) for i in range(0, len(data), FRAME_BYTES))
 
 
 def load_wav_mulaw(path: str) -> bytes:
@@ -459,11 +460,11 @@ def save_wav(path: str, mulaw_audio: bytes) -> None:
 
 # Piper renders a sentence in 0.1-0.3 s; a benchmark speaks the same few sentences thousands of
 # times. One lock serializes synthesis so 100 calls starting together render each text once.
-_speech_cache: dict[str, tuple[str, ...]] = {}
+_speech_cache: dict[str, tuple[bytes, ...]] = {}
 _speech_lock = threading.Lock()
 
 
-def _piper_frames(text: str) -> tuple[str, ...]:
+def _piper_frames(text: str) -> tuple[bytes, ...]:
     frames = _speech_cache.get(text)
     if frames is not None:
         return frames
@@ -479,10 +480,10 @@ def _piper_frames(text: str) -> tuple[str, ...]:
     return frames
 
 
-async def _prepare(turns: Sequence[CallerTurn], speak: Callable[[str], bytes] | None) -> list[tuple[str, ...]]:
+async def _prepare(turns: Sequence[CallerTurn], speak: Callable[[str], bytes] | None) -> list[tuple[bytes, ...]]:
     """Every turn's frames, rendered before dialing so synthesis never delays a turn."""
-    cache: dict[str, tuple[str, ...]] = {}
-    out: list[tuple[str, ...]] = []
+    cache: dict[str, tuple[bytes, ...]] = {}
+    out: list[tuple[bytes, ...]] = []
     for turn in turns:
         if turn.audio:
             frames = mulaw_frames(turn.audio)
@@ -513,7 +514,7 @@ class _Call:
         stream_sid: str,
         parameters: Mapping[str, str],
         turns: Sequence[CallerTurn],
-        frames: Sequence[tuple[str, ...]],
+        frames: Sequence[tuple[bytes, ...]],
         reply_quiet_s: float,
         max_reply_wait_s: float,
         wait_for_greeting: bool,
@@ -541,7 +542,7 @@ class _Call:
         self.chunk = 0
         self.template = _media_template(stream_sid)
         # The utterance being sent: its frames, position, report, and the future the script awaits.
-        self._utt: tuple[str, ...] = ()
+        self._utt: tuple[bytes, ...] = ()
         self._utt_pos = 0
         self._utt_turn: TurnReport | None = None
         self._utt_done: asyncio.Future[None] | None = None
@@ -551,6 +552,7 @@ class _Call:
         self.clears: list[tuple[float, int]] = []  # (time, bytes dropped)
         self.messages_received = 0
         self.protocol_errors: list[str] = []
+        self.protocol_error_count = 0
         self.turns_done = False
         self.clock_slip_s = 0.0
         self.max_lag_s = 0.0
@@ -617,7 +619,7 @@ class _Call:
                         payload = SILENCE_B64
                     self.seq += 1
                     self.chunk += 1
-                    await ws.send(self.template % (self.seq, self.chunk, (self.chunk - 1) * FRAME_MS, payload))
+                    await ws.send(self.template % (self.seq, self.chunk, (self.chunk - 1) * FRAME_MS, payload), text=True)
                     n += 1
                     if utt:
                         self._utterance_progress(pos, len(utt), monotonic())
@@ -648,8 +650,11 @@ class _Call:
                 try:
                     message = tp.parse(raw, max_payload_bytes=MAX_MESSAGE_BYTES)
                 except ProtocolError as exc:
-                    if len(self.protocol_errors) < 20:
-                        self.protocol_errors.append(str(exc))
+                    self._protocol_error(str(exc))
+                    continue
+                if isinstance(message, (Media, Mark, Clear)) and message.stream_sid != self.stream_sid:
+                    # Twilio does not act on another stream's messages; for us it is a gateway bug.
+                    self._protocol_error(f"wrong_stream: {type(message).__name__.lower()} for {message.stream_sid[:40]!r}")
                     continue
                 match message:
                     case Media(payload=payload):
@@ -674,6 +679,11 @@ class _Call:
             pass
         finally:
             self.close_code = self.ws.close_code
+
+    def _protocol_error(self, detail: str) -> None:
+        self.protocol_error_count += 1
+        if len(self.protocol_errors) < 20:  # a broken gateway could send thousands
+            self.protocol_errors.append(detail)
 
     # --- the person
 
@@ -704,7 +714,7 @@ class _Call:
             await self._await_reply_done(ref)
             await asyncio.sleep(turn.gap_ms / 1000)
 
-    async def _speak(self, frames: tuple[str, ...], report: TurnReport) -> None:
+    async def _speak(self, frames: tuple[bytes, ...], report: TurnReport) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._utt_turn, self._utt_done, self._utt_pos = report, done, 0
         report.speech_ms = len(frames) * FRAME_MS
@@ -796,7 +806,7 @@ class _Call:
         report.underrun_gaps_ms = [g * 1000 for _, g in playback.underruns]
         report.duration_s = end - self.call_start
         report.messages_received = self.messages_received
-        report.protocol_errors = len(self.protocol_errors)
+        report.protocol_errors = self.protocol_error_count
         report.frames_sent = self.chunk
         report.clock_slip_ms = self.clock_slip_s * 1000
         report.max_send_lag_ms = self.max_lag_s * 1000
@@ -804,7 +814,7 @@ class _Call:
         report.call_start = self.call_start
         report.completed = self.turns_done
         if report.error is None and self.protocol_errors:
-            report.error = f"gateway sent {len(self.protocol_errors)} malformed message(s); first: {self.protocol_errors[0]}"
+            report.error = f"gateway sent {self.protocol_error_count} malformed message(s); first: {self.protocol_errors[0]}"
         return report
 
 

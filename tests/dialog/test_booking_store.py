@@ -300,3 +300,9 @@ def test_worker_threads_can_write_transcripts(store: Store) -> None:
         t.join()
     call = store.get_call("CA1")
     assert call is not None and len(call["turns"]) == 80
+
+
+def test_booking_at(store: Store) -> None:
+    assert store.booking_at(FRI_3PM) is None
+    booking = store.book(FRI_3PM, "CA1", "+1555", created_at=NOW)
+    assert store.booking_at(FRI_3PM) == booking

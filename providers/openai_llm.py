@@ -1,0 +1,268 @@
+"""OpenAI (or any OpenAI-compatible server) Chat Completions streaming, on the official SDK (§2).
+
+The SDK's own retries are off (`max_retries=0`): the gateway's fallback chain decides what to try
+next, and a retry after the caller heard half a reply would repeat it. This client only
+classifies failures into the `ProviderError` tree:
+
+| failure | raised |
+|---|---|
+| 401 / 403 | `ProviderAuthError` (not retryable) |
+| 429 | `ProviderError(retryable, status=429, retry_after=retry-after-ms / retry-after)` |
+| 408, 409, 5xx, connection failures | `ProviderError(retryable)` |
+| other 4xx (bad request, unknown model) | `ProviderError(not retryable)` |
+| no first token in `first_token_timeout`, a stall between chunks past the read timeout | `ProviderTimeout` |
+| any failure after text was yielded | the same, with `heard_anything=True` (and not retryable) |
+
+Phase timeouts: connect (`openai.Timeout.connect`), first token (an `asyncio.timeout` around the
+request and the wait for the first chunk that carries content, a tool call or a finish), between
+chunks (`openai.Timeout.read`, which httpx applies to every socket read of the SSE body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Mapping, Sequence
+
+import openai
+
+from gateway.config import Settings
+from providers.base import LlmChunk, ProviderAuthError, ProviderError, ProviderTimeout, ToolCall
+from providers.retry import ProviderCounters
+
+log = logging.getLogger("voicegate.llm.openai")
+
+PROVIDER = "openai"
+
+# TCP + TLS to a cloud API is ~100-300 ms; 2 s means the host is not answering.
+CONNECT_TIMEOUT_SECONDS = 2.0
+# A voice turn cannot wait longer for the first word; gpt-4o-mini's p99 time-to-first-token is ~1.5 s.
+FIRST_TOKEN_TIMEOUT_SECONDS = 4.0
+# Tokens arrive every ~20-50 ms; 3 s of silence mid-reply is a stalled stream.
+BETWEEN_TOKENS_TIMEOUT_SECONDS = 3.0
+# The request body is a few kB.
+WRITE_TIMEOUT_SECONDS = 5.0
+# Waiting for a pooled connection: only under heavy concurrency, and then failing over is better.
+POOL_TIMEOUT_SECONDS = 2.0
+# warm(): one GET /models at startup; never hold startup up longer than this.
+WARM_TIMEOUT_SECONDS = 3.0
+# A server that speaks the OpenAI protocol without keys (vLLM, Ollama) still needs a non-empty one.
+NO_KEY = "no-key"
+
+
+@dataclass(frozen=True)
+class LlmTimeouts:
+    connect: float = CONNECT_TIMEOUT_SECONDS
+    first_token: float = FIRST_TOKEN_TIMEOUT_SECONDS
+    between_tokens: float = BETWEEN_TOKENS_TIMEOUT_SECONDS
+    write: float = WRITE_TIMEOUT_SECONDS
+    pool: float = POOL_TIMEOUT_SECONDS
+
+    def sdk(self) -> openai.Timeout:
+        return openai.Timeout(connect=self.connect, read=self.between_tokens, write=self.write, pool=self.pool)
+
+
+class OpenAiLlm:
+    """The `LanguageModel` role on `chat.completions.create(stream=True)`."""
+
+    def __init__(self, settings: Settings, *, model: str | None = None, base_url: str | None = None,
+                 api_key: str | None = None, timeouts: LlmTimeouts | None = None) -> None:
+        self.model = model or settings.openai_model
+        self.name = self.model
+        self.timeouts = timeouts or LlmTimeouts()
+        key = (api_key if api_key is not None else settings.openai_api_key).strip()
+        url = (base_url if base_url is not None else settings.openai_base_url).strip()
+        self.base_url = url
+        self.client = openai.AsyncOpenAI(api_key=key or NO_KEY, base_url=url or None, max_retries=0,
+                                         timeout=self.timeouts.sdk())
+        self.counters = ProviderCounters(PROVIDER, "llm")
+
+    @classmethod
+    def fallback(cls, settings: Settings, *, base_url: str | None = None,
+                 api_key: str | None = None) -> "OpenAiLlm | None":
+        """The OPENAI_FALLBACK_MODEL client (optionally on another server), or None if unset."""
+        if not settings.openai_fallback_model:
+            return None
+        return cls(settings, model=settings.openai_fallback_model, base_url=base_url, api_key=api_key)
+
+    async def warm(self) -> bool:
+        """Open the HTTP connection (GET /models) so the first turn skips the TCP/TLS handshake.
+        Returns whether it worked; never raises."""
+        try:
+            await asyncio.wait_for(self.client.models.list(), WARM_TIMEOUT_SECONDS)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("warming the %s connection failed: %s", self.name, type(exc).__name__)
+            return False
+
+    async def aclose(self) -> None:
+        try:
+            await self.client.close()
+        except Exception:
+            log.exception("closing the OpenAI client failed")
+
+    async def stream(self, messages: Sequence[Mapping[str, object]], *, tools: Sequence[Mapping[str, object]] = (),
+                     max_tokens: int = 150) -> AsyncIterator[LlmChunk]:
+        kwargs: dict[str, Any] = {
+            "model": self.model, "messages": list(messages), "stream": True,
+            "stream_options": {"include_usage": True}, "max_tokens": max_tokens,
+        }
+        if tools:
+            kwargs["tools"] = list(tools)
+        self.counters.count("request")
+        loop = asyncio.get_running_loop()
+        first_deadline = loop.time() + self.timeouts.first_token
+        heard = False
+        started = False  # a chunk with content, a tool call or a finish arrived
+        calls: dict[int, _PartialCall] = {}
+        response: Any = None
+        try:
+            try:
+                async with asyncio.timeout_at(first_deadline):
+                    response = await self.client.chat.completions.create(**kwargs)
+            except TimeoutError:
+                raise ProviderTimeout(PROVIDER, f"no first token within {self.timeouts.first_token:g} s") from None
+            chunks = response.__aiter__()
+            while True:
+                if not started:
+                    try:
+                        async with asyncio.timeout_at(first_deadline):
+                            chunk = await anext(chunks, None)
+                    except TimeoutError:
+                        raise ProviderTimeout(PROVIDER,
+                                              f"no first token within {self.timeouts.first_token:g} s") from None
+                else:
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    break
+                for choice in chunk.choices or ():
+                    delta = choice.delta
+                    text = getattr(delta, "content", None) if delta is not None else None
+                    pieces = getattr(delta, "tool_calls", None) if delta is not None else None
+                    if text or pieces or choice.finish_reason:
+                        started = True
+                    for piece in pieces or ():
+                        _merge(calls, piece)
+                    if text:
+                        heard = True
+                        yield text
+                    if choice.finish_reason and calls:
+                        for call in _complete(calls):
+                            heard = True
+                            yield call
+            for call in _complete(calls):  # a server that ended without a finish_reason
+                heard = True
+                yield call
+        except ProviderError as exc:
+            exc.heard_anything = exc.heard_anything or heard
+            if heard:
+                exc.retryable = False
+            self.counters.count("error")
+            raise
+        except openai.OpenAIError as exc:
+            self.counters.count("error")
+            raise map_error(exc, heard) from exc
+        finally:
+            if response is not None:
+                try:
+                    await response.close()
+                except Exception:
+                    log.debug("closing the OpenAI stream failed", exc_info=True)
+
+
+@dataclass
+class _PartialCall:
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+    done: bool = False
+
+
+def _merge(calls: dict[int, _PartialCall], piece: Any) -> None:
+    """Tool-call deltas arrive in pieces keyed by `index`; ids and names once, arguments in parts."""
+    index = getattr(piece, "index", None)
+    if index is None:
+        index = len(calls)
+    call = calls.setdefault(index, _PartialCall())
+    if getattr(piece, "id", None):
+        call.id = piece.id
+    function = getattr(piece, "function", None)
+    if function is not None:
+        if getattr(function, "name", None):
+            call.name = function.name
+        if getattr(function, "arguments", None):
+            call.arguments += function.arguments
+
+
+def _complete(calls: dict[int, _PartialCall]) -> list[ToolCall]:
+    out: list[ToolCall] = []
+    for index in sorted(calls):
+        call = calls[index]
+        if not call.done and call.name:
+            call.done = True
+            out.append(ToolCall(id=call.id, name=call.name, arguments=call.arguments or "{}"))
+    return out
+
+
+def map_error(exc: openai.OpenAIError, heard_anything: bool = False) -> ProviderError:
+    """The SDK's exception as a `ProviderError`. Messages carry status and type, never the key."""
+    error: ProviderError
+    if isinstance(exc, openai.APITimeoutError):
+        error = ProviderTimeout(PROVIDER, "request timed out (between chunks or before headers)")
+    elif isinstance(exc, openai.APIConnectionError):
+        error = ProviderError(PROVIDER, "connection failed")
+    elif isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status in (401, 403):
+            return ProviderAuthError(PROVIDER, f"key refused (HTTP {status})", status=status)
+        if status == 429:
+            error = ProviderError(PROVIDER, "rate limited (HTTP 429)", status=429,
+                                  retry_after=retry_after_seconds(exc.response.headers))
+        elif status in (408, 409) or status >= 500:
+            error = ProviderError(PROVIDER, f"server error (HTTP {status})", status=status,
+                                  retry_after=retry_after_seconds(exc.response.headers))
+        else:
+            error = ProviderError(PROVIDER, f"request rejected (HTTP {status}: {_short(exc)})", retryable=False,
+                                  status=status)
+    elif isinstance(exc, openai.APIError):  # an error event in the middle of the stream
+        error = ProviderError(PROVIDER, f"stream failed: {_short(exc)}")
+    else:
+        error = ProviderError(PROVIDER, type(exc).__name__)
+    if heard_anything:
+        error.heard_anything = True
+        error.retryable = False
+    return error
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """`retry-after-ms` (OpenAI's, milliseconds) or `retry-after` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _short(exc: openai.OpenAIError, limit: int = 120) -> str:
+    message = getattr(exc, "message", None) or type(exc).__name__
+    return str(message)[:limit]
