@@ -96,6 +96,7 @@ TRANSITIONS: dict[tuple[State, Intent], tuple[State, str]] = {
     (State.GREETING, Intent.BOOK): (State.COLLECT_DATE, "ask_date"),
     (State.GREETING, Intent.AFFIRM): (State.COLLECT_DATE, "ask_date"),
     (State.GREETING, Intent.DENY): (State.TERMINAL, "goodbye"),
+    # CORRECTION rows: a correction that left nothing known ("change the date" with only a date).
     (State.GREETING, Intent.CORRECTION): (State.COLLECT_DATE, "ask_date"),
     (State.COLLECT_DATE, Intent.BOOK): (State.COLLECT_DATE, "ask_date"),
     (State.COLLECT_DATE, Intent.CORRECTION): (State.COLLECT_DATE, "ask_date"),
@@ -356,7 +357,7 @@ class Conversation:
 
     def _same_time_other_day(self, start: datetime, now: datetime) -> datetime | None:
         """For a closed day: the same time on the nearest open day (later first on a tie), if free.
-        "Saturday at 10" is better answered with Monday at 10 than with Friday at 4:30."""
+        "Sunday at 10" is better answered with Monday at 10 than with Friday at 4:30 pm."""
         for days in range(1, SEARCH_DAYS + 1):
             for sign in (1, -1):
                 day = start.date() + timedelta(days=sign * days)

@@ -368,7 +368,7 @@ _FILLER = frozenset(
     "um uh er erm hmm mm well ok okay oh so yes yeah yep sure no nope actually let's lets let us say "
     "maybe how what about like i guess think probably please then would be works work fine good great "
     "on at for it make the around that's that is ish i'd id like to do go with perhaps instead rather "
-    "then thanks thank you".split())
+    "thanks thank you is how's does there available free open possible anything".split())
 
 
 def _meridiem(hour: int, ap: str | None, pod: str | None, h24: bool) -> tuple[int, bool] | None:

@@ -229,6 +229,10 @@ class _Endpoint:
                 pending.append(data)
                 await send_chunk(send, b"".join(pending))
                 pending.clear()
+                if tokens == 0:
+                    # The token clock starts when the first token actually went out, so a late
+                    # start (a busy loop) does not turn into a burst of catch-up tokens.
+                    start = max(start, loop.time())
                 tokens += 1
                 record["tokens_sent"] = tokens
                 if record["first_token_at"] is None:

@@ -12,6 +12,7 @@ from typing import AsyncIterator
 from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -21,9 +22,10 @@ from dialog.machine import Conversation, DialogSettings
 from dialog.responder import RuleResponder
 from dialog.store import Store
 from gateway import auth, dashboard, metrics, twiml
-from gateway.call import CLOSE_BUSY, CallServices, MediaCall
+from gateway.call import CLOSE_BUSY, CLOSE_FORBIDDEN, CallServices, MediaCall
 from gateway.config import Settings
 from gateway.logs import event as log_event, mask_number
+from gateway.security import RateLimits, SecurityMiddleware, TwilioSignatures
 from gateway.session import SessionSettings
 from providers.base import CallInfo
 from providers.engines import Engines
@@ -70,6 +72,12 @@ class Gateway:
         return RuleResponder(new(), self.clock, restore=new)
 
     async def startup(self) -> None:
+        settings = self.settings
+        if settings.twilio_auth_token and not settings.twilio_validate_signatures:
+            log.warning("TWILIO_VALIDATE_SIGNATURES=false: Twilio signatures are NOT checked. Anyone who finds "
+                        "this URL can place calls through it. Never run like this in production.")
+        elif not settings.twilio_auth_token:
+            log.warning("TWILIO_AUTH_TOKEN is not set: Twilio signatures cannot be checked (local development only)")
         self._load_task = asyncio.create_task(self._load())
 
     async def _load(self) -> None:
@@ -98,8 +106,23 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         finally:
             await gw.shutdown()
 
+    signatures = TwilioSignatures(settings.twilio_auth_token, settings.twilio_validate_signatures,
+                                  settings.media_stream_url)
+
+    def signed(request: Request, form: dict[str, str]) -> bool:
+        query = request.url.query
+        url = settings.public_http_url(request.url.path) + (f"?{query}" if query else "")
+        if signatures.check_http(url, form, request.headers.get("x-twilio-signature")):
+            return True
+        metrics.ERRORS.labels("bad_signature", "twilio").inc()
+        log_event(log, "refused a request with a missing or forged Twilio signature", logging.WARNING,
+                  path=request.url.path)
+        return False
+
     async def voice(request: Request) -> Response:
         form = await form_params(request)
+        if not signed(request, form):
+            return Response("forbidden", status_code=403)
         call_sid = str(form.get("CallSid", ""))
         caller = str(form.get("From", ""))
         attempt = _int(request.query_params.get("attempt"), 0)
@@ -121,6 +144,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     async def status(request: Request) -> Response:
         form = await form_params(request)
+        if not signed(request, form):
+            return Response("forbidden", status_code=403)
         log_event(log, "call status", call_sid=str(form.get("CallSid", "")), status=str(form.get("CallStatus", "")))
         return Response(status_code=204)
 
@@ -128,6 +153,11 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         # The browser softphone authenticates with a short-lived token (gateway/auth.py).
         if "token" in ws.query_params and not auth.softphone_connection_allowed(settings.dashboard_token, ws):
             await ws.close(auth.CLOSE_UNAUTHORIZED)  # before accept: the handshake is refused
+            return
+        if "token" not in ws.query_params and not signatures.check_media_upgrade(ws.headers.get("x-twilio-signature")):
+            metrics.ERRORS.labels("bad_signature", "twilio").inc()
+            log_event(log, "refused a media stream with a missing or forged Twilio signature", logging.WARNING)
+            await ws.close(CLOSE_FORBIDDEN)  # before accept: the handshake is answered 403
             return
         if len(gw.services.calls) >= settings.max_concurrent_calls:
             metrics.ERRORS.labels("busy", "gateway").inc()
@@ -176,7 +206,13 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         Route("/api/calls/{call_sid}", get_call),
         Route("/api/bookings", bookings),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    limits = RateLimits(http_per_second=settings.http_rate_per_ip, http_burst=int(settings.http_rate_per_ip * 3),
+                        ws_per_second=settings.ws_rate_per_ip, ws_burst=int(settings.ws_rate_per_ip * 5))
+    middleware = [Middleware(SecurityMiddleware, limits=limits,
+                             cors_origins=tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip()),
+                             hsts=settings.public_url.startswith("https://"),
+                             trusted_proxies=settings.trusted_proxy_hops)]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.gateway = gw
     dashboard.install(app, gw)  # GET /, /ws/dashboard, /api/token, /static; the live-call feed
     return app

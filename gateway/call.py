@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -37,11 +37,26 @@ log = logging.getLogger("voicegate.call")
 MAX_OUTBOUND_BACKLOG = 500
 # Close codes (RFC 6455 private range 4000-4999 for ours).
 CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008
+CLOSE_FORBIDDEN = 1008  # policy violation: a handshake refused before accept is answered 403
 CLOSE_TOO_BIG = 1009
 CLOSE_SLOW_CONSUMER = 4002
 CLOSE_BAD_PROTOCOL = 4003
 CLOSE_BUSY = 4029
+
+
+# Ended calls remembered for the TwiML after <Connect>, which Twilio asks for within seconds of the
+# stream closing: ten thousand is minutes of traffic at any rate one box serves, and bounded.
+MAX_REMEMBERED_ENDED_CALLS = 10_000
+
+
+class EndedCalls(OrderedDict):
+    """call_sid -> how it ended ("hangup" | "transfer:<number>"), oldest forgotten first."""
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > MAX_REMEMBERED_ENDED_CALLS:
+            self.popitem(last=False)
 
 
 @dataclass
@@ -56,7 +71,7 @@ class CallServices:
     hang_up: Callable[[str, str], Awaitable[bool]] | None = None  # (call_sid, transfer_to) via Twilio REST
     on_call_event: Callable[[str, dict], None] | None = None  # live feed for the dashboard
     calls: dict[str, "MediaCall"] = field(default_factory=dict)
-    ended: dict[str, str] = field(default_factory=dict)  # call_sid -> "hangup" | "transfer:<number>"
+    ended: EndedCalls = field(default_factory=EndedCalls)
 
 
 class MediaCall:

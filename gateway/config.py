@@ -73,6 +73,10 @@ class Settings:
     outbound_lead_ms: int = 300  # audio buffered ahead at Twilio: small enough for a quick barge-in
     max_reply_tokens: int = 150  # replies are spoken: keep them short
     max_caller_text_chars: int = 2000  # ~30 s of speech is ~500 chars; anything longer is garbage
+    http_rate_per_ip: float = 20.0  # requests/s per client IP (burst 3x): stops floods, not dashboards
+    ws_rate_per_ip: float = 20.0  # WebSocket upgrades/s per IP (burst 5x): Twilio opens many streams from few IPs
+    cors_origins: str = ""  # comma-separated origins allowed to call the HTTP API from a browser; empty = none
+    trusted_proxy_hops: int = 0  # proxies in front that append to X-Forwarded-For (for per-IP limits)
     stt_workers: int = 2  # threads for local whisper: one per core
     tts_workers: int = 2
 

@@ -30,6 +30,7 @@ from audio.framing import OutboundPacer, Mark as PacerMark
 from audio.ring_buffer import RingBuffer
 from audio.vad import EnergyVad, SpeechEnded, SpeechStarted, VadConfig
 from dialog.chunker import SentenceChunker
+from dialog.text_clean import clean_caller_text, clean_for_speech
 from gateway.events import (
     Action, AudioReceived, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, HangUp, MarkEchoed,
     ProviderFailed, ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia, SpeechAudio, SpeechDone, StartReply,
@@ -237,7 +238,7 @@ class CallSession:
 
     def _on_transcript(self, ev: TranscriptReceived) -> list[Action]:
         actions: list[Action] = []
-        text = " ".join(ev.text.split())[: self.settings.max_caller_text_chars]
+        text = clean_caller_text(ev.text, self.settings.max_caller_text_chars)
         if not ev.is_final:
             # An interim transcript is the STT engine hearing words: as good as a VAD onset for barge-in.
             return self._interrupt(ev.now, onset=ev.now) if text else []
@@ -339,7 +340,10 @@ class CallSession:
 
     def _add_sentences(self, reply: _Reply, pieces: list[str], now: float) -> list[Action]:
         actions: list[Action] = []
-        for text in pieces:
+        for piece in pieces:
+            text = clean_for_speech(piece)  # no markup or URLs read aloud
+            if not text:
+                continue
             if not reply.sentences:
                 reply.timings = replace(reply.timings, first_sentence_at=now)
             actions.append(Synthesize(reply.turn_id, len(reply.sentences), text))

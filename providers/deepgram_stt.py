@@ -26,20 +26,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from deepgram import AsyncDeepgramClient
-from deepgram.core.api_error import ApiError
-from deepgram.environment import DeepgramClientEnvironment
-from deepgram.listen.v1.types import (
-    ListenV1Error,
-    ListenV1Metadata,
-    ListenV1Results,
-    ListenV1UtteranceEnd,
-)
+with warnings.catch_warnings():
+    # deepgram-sdk 7 imports websockets.legacy names that websockets >= 14 deprecates (PROTOCOLS §1).
+    # Harmless and raised only at import: the listen client module is imported here, once, for that.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from deepgram import AsyncDeepgramClient
+    from deepgram.core.api_error import ApiError
+    from deepgram.environment import DeepgramClientEnvironment
+    from deepgram.listen.v1 import client as _listen_client  # noqa: F401
+    from deepgram.listen.v1.types import (
+        ListenV1Error,
+        ListenV1Metadata,
+        ListenV1Results,
+        ListenV1UtteranceEnd,
+    )
 
 from gateway.config import Settings
 from providers.base import CallInfo, ProviderAuthError, ProviderError, SttCallback, SttResult
@@ -347,8 +353,10 @@ class DeepgramStream:
             self._buffer.rewind()
             self._conn_base = self._buffer.start
             self._last_activity = asyncio.get_running_loop().time()
-            if self._finalize_sent_at is not None and _FINALIZE not in self._controls:
-                self._controls.append(_FINALIZE)  # the drop ate its answer: ask again after the replay
+            if self._finalize_sent_at is not None:
+                self._finalize_sent_at = None  # set again when it is re-sent
+                if _FINALIZE not in self._controls:
+                    self._controls.append(_FINALIZE)  # the drop ate its answer: ask again after the replay
             self._wake.set()
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
@@ -425,7 +433,6 @@ class DeepgramStream:
             sent = self._finalize_sent_at
             if sent is not None:
                 if now - sent >= self._opts.result_timeout:
-                    self._finalize_sent_at = None  # re-armed when the Finalize is sent again
                     raise _Dropped(f"no final result {self._opts.result_timeout:g} s after Finalize")
                 due = min(due, sent + self._opts.result_timeout)
             await asyncio.sleep(max(0.01, due - loop.time()))

@@ -1,101 +1,12 @@
-"""Shared fixtures: free ports, and the real gateway started as a subprocess on 127.0.0.1."""
+"""Shared fixtures: the real gateway on 127.0.0.1, and the local engines for checking audio."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-READY_TIMEOUT_S = 120  # model loading on a cold, busy 2-core CI machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class RunningGateway:
-    url: str
-    port: int
-    db: str
-    process: subprocess.Popen
-    log_path: Path
-
-    @property
-    def media_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/twilio/media"
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-
-@contextlib.contextmanager
-def run_gateway(env: dict[str, str] | None = None, ready: bool = True, args: tuple[str, ...] = ()) -> Iterator[RunningGateway]:
-    """Start `python -m gateway serve` on a free port; wait for /readyz (or /healthz if ready=False)."""
-    port = free_port()
-    tmp = Path(tempfile.mkdtemp(prefix="voicegate-test-"))
-    db = str(tmp / "voicegate.db")
-    full_env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("TWILIO_")}
-    full_env.update({
-        "PORT": str(port), "HOST": "127.0.0.1", "PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "VOICEGATE_DB": db, "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
-    })
-    full_env.update(env or {})
-    log_path = tmp / "gateway.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", *args], cwd=ROOT, env=full_env,
-                                   stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    gateway = RunningGateway(f"http://127.0.0.1:{port}", port, db, process, log_path)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        path = "/readyz" if ready else "/healthz"
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {process.returncode}:\n{gateway.logs()[-3000:]}")
-            with contextlib.suppress(OSError):
-                status, _ = gateway.get(path, timeout=2)
-                if status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"gateway not ready after {READY_TIMEOUT_S}s:\n{gateway.logs()[-3000:]}")
-            time.sleep(0.2)
-        yield gateway
-    finally:
-        stop_process(process)
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout)
+from tests.support import RunningGateway, free_port, run_gateway, stop_process  # noqa: F401  (re-exported)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,170 @@
+"""OpenAiLlm against the OpenAI emulator: streaming text, tool calls, timeouts and the error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+
+import pytest
+
+from emulators.server import EmulatorServer
+from gateway.config import Settings
+from providers.base import ProviderAuthError, ProviderError, ProviderTimeout, ToolCall
+from providers.openai_llm import LlmTimeouts, OpenAiLlm, retry_after_seconds
+from provider_helpers import closed_port
+
+MESSAGES = [{"role": "system", "content": "You book appointments."}, {"role": "user", "content": "Hi there"}]
+TOOLS = [{"type": "function", "function": {"name": "transfer_call", "description": "Transfer the caller.",
+                                           "parameters": {"type": "object",
+                                                          "properties": {"department": {"type": "string"}}}}}]
+
+
+def make_llm(emu: EmulatorServer | None, key: str = "sk-test-key", **kwargs: object) -> OpenAiLlm:
+    base = f"{emu.url}/v1" if emu is not None else f"http://127.0.0.1:{closed_port()}/v1"
+    return OpenAiLlm(Settings(openai_api_key=key, openai_base_url=base), **kwargs)  # type: ignore[arg-type]
+
+
+async def collect(llm: OpenAiLlm, **kwargs: object) -> list[object]:
+    out: list[object] = []
+    try:
+        async for chunk in llm.stream(MESSAGES, **kwargs):  # type: ignore[arg-type]
+            out.append(chunk)
+    finally:
+        await llm.aclose()
+    return out
+
+
+async def test_text_streams_as_deltas(emu: EmulatorServer) -> None:
+    emu.config.openai.script = ["Sure, what day works for you?"]
+    llm = make_llm(emu)
+    assert llm.name == "gpt-4o-mini"
+    chunks = await collect(llm)
+    assert len(chunks) > 3 and all(isinstance(c, str) for c in chunks)
+    assert "".join(chunks) == "Sure, what day works for you?"  # type: ignore[arg-type]
+    record = emu.log.openai[0]
+    assert record["body"]["stream"] is True
+    assert record["body"]["stream_options"] == {"include_usage": True}
+    assert record["max_tokens"] == 150 and "tools" not in record["body"]
+    assert record["headers"]["x-stainless-retry-count"] == "0"
+
+
+async def test_tool_call_is_reassembled_from_pieces(emu: EmulatorServer) -> None:
+    emu.config.openai.script = [{"tool": "transfer_call", "arguments": {"department": "billing", "reason": "refund"},
+                                 "text": "One moment."}]
+    chunks = await collect(make_llm(emu), tools=TOOLS, max_tokens=60)
+    text = "".join(c for c in chunks if isinstance(c, str))
+    calls = [c for c in chunks if isinstance(c, ToolCall)]
+    assert text == "One moment."
+    assert len(calls) == 1 and calls[0].name == "transfer_call" and calls[0].id.startswith("call_")
+    assert json.loads(calls[0].arguments) == {"department": "billing", "reason": "refund"}
+    assert chunks[-1] == calls[0]  # yielded once whole, after the text
+    record = emu.log.openai[0]
+    assert record["tools"] == TOOLS and record["max_tokens"] == 60
+
+
+async def test_stall_before_first_token_times_out_within_budget(emu: EmulatorServer) -> None:
+    emu.config.openai.fault = "stall"
+    llm = make_llm(emu, timeouts=LlmTimeouts(first_token=0.5, between_tokens=5.0))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ProviderTimeout) as caught:
+        await collect(llm)
+    assert loop.time() - started < 2.0
+    assert caught.value.retryable and not caught.value.heard_anything
+
+
+async def test_stall_is_caught_by_the_read_timeout_too(emu: EmulatorServer) -> None:
+    emu.config.openai.fault = "stall"
+    llm = make_llm(emu, timeouts=LlmTimeouts(first_token=10.0, between_tokens=0.4))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ProviderTimeout):
+        await collect(llm)
+    assert loop.time() - started < 3.0
+
+
+async def test_rate_limit_is_retryable_with_retry_after(emu: EmulatorServer) -> None:
+    emu.config.merge({"openai": {"fault": "error429", "fault_count": 1, "retry_after": 2.5}})
+    llm = make_llm(emu)
+    with pytest.raises(ProviderError) as caught:
+        await collect(llm)
+    assert (caught.value.status, caught.value.retryable, caught.value.retry_after) == (429, True, 2.5)
+    assert len(emu.log.openai) == 1  # the SDK's own retries are off
+    assert llm.counters.errors == 1
+    assert "".join(await collect(make_llm(emu)))  # the fault was for one request only  # type: ignore[arg-type]
+
+
+async def test_server_error_is_retryable(emu: EmulatorServer) -> None:
+    emu.config.openai.fault = "error500"
+    with pytest.raises(ProviderError) as caught:
+        await collect(make_llm(emu))
+    assert (caught.value.status, caught.value.retryable, caught.value.heard_anything) == (500, True, False)
+    assert not isinstance(caught.value, ProviderTimeout)
+
+
+async def test_midstream_error_after_text_says_the_caller_heard_something(emu: EmulatorServer) -> None:
+    emu.config.merge({"openai": {"fault": "midstream", "fault_after_tokens": 3}})
+    emu.config.openai.script = ["Let me check the calendar for you."]
+    llm = make_llm(emu)
+    got: list[object] = []
+    with pytest.raises(ProviderError) as caught:
+        async for chunk in llm.stream(MESSAGES):
+            got.append(chunk)
+    await llm.aclose()
+    assert "".join(got) == "Let me check"  # type: ignore[arg-type]
+    assert caught.value.heard_anything and not caught.value.retryable
+    assert "overloaded" in str(caught.value)
+
+
+async def test_dropped_connection_mid_stream(emu: EmulatorServer) -> None:
+    emu.config.merge({"openai": {"fault": "drop", "fault_after_tokens": 2}})
+    with pytest.raises(ProviderError) as caught:
+        await collect(make_llm(emu))
+    assert caught.value.heard_anything
+
+
+async def test_refused_key_is_an_auth_error(emu: EmulatorServer) -> None:
+    emu.config.openai.bad_keys = ["sk-bad-key-123456"]
+    with pytest.raises(ProviderAuthError) as caught:
+        await collect(make_llm(emu, key="sk-bad-key-123456"))
+    assert caught.value.status == 401 and not caught.value.retryable
+    assert "sk-bad" not in str(caught.value)
+
+
+async def test_unreachable_server_is_retryable() -> None:
+    with pytest.raises(ProviderError) as caught:
+        await collect(make_llm(None))
+    assert caught.value.retryable and caught.value.status is None
+
+
+async def test_warm_opens_the_connection_and_never_raises(emu: EmulatorServer) -> None:
+    llm = make_llm(emu)
+    assert await llm.warm() is True
+    assert emu.log.openai[0]["path"] == "/v1/models"
+    await llm.aclose()
+    dead = make_llm(None)
+    started = time.monotonic()
+    assert await dead.warm() is False
+    assert time.monotonic() - started < 4.0
+    await dead.aclose()
+
+
+async def test_fallback_model_on_a_second_server(emu: EmulatorServer) -> None:
+    settings = Settings(openai_api_key="sk-a", openai_base_url=f"http://127.0.0.1:{closed_port()}/v1",
+                        openai_fallback_model="gpt-4o")
+    fallback = OpenAiLlm.fallback(settings, base_url=f"{emu.url}/v1", api_key="sk-b")
+    assert fallback is not None and fallback.name == "gpt-4o"
+    chunks = await collect(fallback)
+    assert chunks and emu.log.openai[0]["model"] == "gpt-4o"
+    assert OpenAiLlm.fallback(Settings(openai_api_key="sk-a")) is None
+
+
+def test_retry_after_header_forms() -> None:
+    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry_after_seconds({"retry-after": "3"}) == 3.0
+    future = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < retry_after_seconds({"retry-after": future}) <= 30  # type: ignore[operator]
+    assert retry_after_seconds({"retry-after": "soon"}) is None
+    assert retry_after_seconds({}) is None
