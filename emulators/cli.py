@@ -20,57 +20,76 @@ import orjson
 from emulators.config import ConfigError, DeepgramConfig, ElevenLabsConfig, EmulatorConfig, OpenAIConfig, TwilioConfig
 
 
+# Flags that set one config field: (flag, config path, type, help). Defaults come from
+# EmulatorConfig; a flag not given leaves the field alone, so --config files are not overridden.
+_FIELD_FLAGS: list[tuple[str, str, str, Any, str]] = [
+    ("latency", "--stt-final-delay", "stt_final_delay", float, "end of speech (or Finalize) -> final Results (s)"),
+    ("latency", "--llm-first-token", "llm_first_token", float, "request -> first token (s)"),
+    ("latency", "--llm-token-rate", "llm_token_rate", float, "tokens per second after the first"),
+    ("latency", "--tts-first-byte", "tts_first_byte", float, "request / flush -> first audio byte (s)"),
+    ("latency", "--tts-realtime-factor", "tts_realtime_factor", float,
+     "audio chunks follow each other this many times faster than real time"),
+    ("deepgram", "--deepgram-key", "deepgram.api_key", str, "the accepted key (empty: any non-empty key)"),
+    ("deepgram", "--default-transcript", "deepgram.default_transcript", str, "said when the script is empty"),
+    ("deepgram", "--idle-timeout", "deepgram.idle_timeout", float,
+     "NET-0001 close after this long without audio or a message (s)"),
+    ("deepgram", "--speech-threshold-dbfs", "deepgram.speech_threshold_dbfs", float, "20 ms frames above are speech"),
+    ("deepgram", "--deepgram-fault", "deepgram.fault", DeepgramConfig.FAULTS, "a fault for new connections"),
+    ("deepgram", "--deepgram-fault-count", "deepgram.fault_count", int, "0 = every connection, N = the next N"),
+    ("openai", "--openai-key", "openai.api_key", str, "the accepted key (empty: any non-empty key)"),
+    ("openai", "--llm-reply", "openai.default_reply", str, "the reply when no rule or script entry applies"),
+    ("openai", "--openai-fault", "openai.fault", OpenAIConfig.FAULTS, "a fault for new requests"),
+    ("openai", "--openai-fault-count", "openai.fault_count", int, "0 = every request, N = the next N"),
+    ("openai", "--openai-retry-after", "openai.retry_after", float, "retry-after of the error429 fault (s)"),
+    ("elevenlabs", "--elevenlabs-key", "elevenlabs.api_key", str, "the accepted key (empty: any non-empty key)"),
+    ("elevenlabs", "--elevenlabs-fault", "elevenlabs.fault", ElevenLabsConfig.FAULTS, "a fault for new requests"),
+    ("elevenlabs", "--elevenlabs-fault-count", "elevenlabs.fault_count", int, "0 = always, N = the next N"),
+    ("twilio", "--twilio-account-sid", "twilio.account_sid", str, "the accepted AccountSid (empty: any AC…)"),
+    ("twilio", "--twilio-auth-token", "twilio.auth_token", str, "the accepted token (empty: any non-empty)"),
+    ("twilio", "--twilio-fault", "twilio.fault", TwilioConfig.FAULTS, "a fault for new requests"),
+    ("twilio", "--twilio-fault-count", "twilio.fault_count", int, "0 = always, N = the next N"),
+]
+_LIST_FLAGS = [  # repeatable flags that set a list field
+    ("deepgram", "--deepgram-bad-key", "deepgram.bad_keys", "a key refused with 401 (repeatable)"),
+    ("openai", "--openai-bad-key", "openai.bad_keys", "a key refused with 401 (repeatable)"),
+    ("elevenlabs", "--elevenlabs-bad-key", "elevenlabs.bad_keys", "a key refused with 401 (repeatable)"),
+]
+
+
+def _get(config: EmulatorConfig, path: str) -> Any:
+    obj: Any = config
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = EmulatorConfig()
-    p = argparse.ArgumentParser(prog="voicegate emulate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9100, help="0 picks a free port")
-    p.add_argument("--config", type=Path, help="JSON file merged into the settings first (same shape as "
-                                               "POST /_emulator/config); flags below override it")
+    p = argparse.ArgumentParser(prog="voicegate emulate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    p.add_argument("--port", type=int, default=9100, help="default 9100; 0 picks a free port")
+    p.add_argument("--config", type=Path, help="JSON file merged into the settings first (the shape of "
+                                               "POST /_emulator/config); flags given override it")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
-
-    g = p.add_argument_group("latency")
-    g.add_argument("--stt-final-delay", type=float, default=d.stt_final_delay, help="end of speech -> final (s)")
-    g.add_argument("--llm-first-token", type=float, default=d.llm_first_token, help="request -> first token (s)")
-    g.add_argument("--llm-token-rate", type=float, default=d.llm_token_rate, help="tokens per second")
-    g.add_argument("--tts-first-byte", type=float, default=d.tts_first_byte, help="request/flush -> first audio (s)")
-    g.add_argument("--tts-realtime-factor", type=float, default=d.tts_realtime_factor,
-                   help="audio is streamed this many times faster than real time")
-
-    g = p.add_argument_group("deepgram")
-    g.add_argument("--deepgram-key", default="", help="the accepted key (default: any non-empty key)")
-    g.add_argument("--deepgram-bad-key", action="append", default=[], help="a key refused with 401 (repeatable)")
+    groups = {name: p.add_argument_group(name) for name in ("latency", "deepgram", "openai", "elevenlabs", "twilio")}
+    for group, flag, path, kind, text in _FIELD_FLAGS:
+        default = _get(d, path)
+        shown = f" (default {default!r})" if default not in (None, "") else ""
+        if isinstance(kind, tuple):
+            groups[group].add_argument(flag, choices=kind, default=argparse.SUPPRESS, help=text + shown)
+        else:
+            groups[group].add_argument(flag, type=kind, default=argparse.SUPPRESS, help=text + shown)
+    for group, flag, path, text in _LIST_FLAGS:
+        groups[group].add_argument(flag, action="append", default=argparse.SUPPRESS, help=text)
+    g = groups["deepgram"]
     g.add_argument("--deepgram-script", type=Path, help="utterance transcripts, one per line (or a JSON list)")
     g.add_argument("--transcript", action="append", default=[], help="an utterance transcript (repeatable, in order)")
-    g.add_argument("--default-transcript", default=DeepgramConfig.default_transcript)
-    g.add_argument("--idle-timeout", type=float, default=DeepgramConfig.idle_timeout,
-                   help="NET-0001 close after this long without audio or a message (s)")
-    g.add_argument("--speech-threshold-dbfs", type=float, default=DeepgramConfig.speech_threshold_dbfs)
-    g.add_argument("--deepgram-fault", choices=DeepgramConfig.FAULTS)
-    g.add_argument("--deepgram-fault-count", type=int, default=0, help="0 = every connection")
-
-    g = p.add_argument_group("openai")
-    g.add_argument("--openai-key", default="")
-    g.add_argument("--openai-bad-key", action="append", default=[])
-    g.add_argument("--llm-reply", default=OpenAIConfig.default_reply, help="the default reply text")
-    g.add_argument("--llm-script", type=Path, help="JSON list of replies: texts or {\"tool\", \"arguments\", \"text\"}")
-    g.add_argument("--openai-fault", choices=OpenAIConfig.FAULTS)
-    g.add_argument("--openai-fault-count", type=int, default=0)
-    g.add_argument("--openai-retry-after", type=float, default=OpenAIConfig.retry_after,
-                   help="retry-after of the error429 fault (s)")
-
-    g = p.add_argument_group("elevenlabs")
-    g.add_argument("--elevenlabs-key", default="")
-    g.add_argument("--elevenlabs-bad-key", action="append", default=[])
-    g.add_argument("--elevenlabs-fault", choices=ElevenLabsConfig.FAULTS)
-    g.add_argument("--elevenlabs-fault-count", type=int, default=0)
-
-    g = p.add_argument_group("twilio")
-    g.add_argument("--twilio-account-sid", default="", help="the accepted AccountSid (default: any AC…)")
-    g.add_argument("--twilio-auth-token", default="", help="the accepted token (default: any non-empty)")
-    g.add_argument("--twilio-fault", choices=TwilioConfig.FAULTS)
-    g.add_argument("--twilio-fault-count", type=int, default=0)
+    groups["openai"].add_argument("--llm-script", type=Path,
+                                  help='JSON list of replies: texts or {"tool", "arguments", "text"}')
     return p
 
 
@@ -84,30 +103,31 @@ def _read_list(path: Path) -> list[Any]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def _put(tree: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[leaf] = value
+
+
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     config = EmulatorConfig()
     if args.config is not None:
         config.merge(orjson.loads(args.config.read_bytes()))
-    script = _read_list(args.deepgram_script) if args.deepgram_script else []
-    script += args.transcript
-    config.merge({
-        "stt_final_delay": args.stt_final_delay, "llm_first_token": args.llm_first_token,
-        "llm_token_rate": args.llm_token_rate, "tts_first_byte": args.tts_first_byte,
-        "tts_realtime_factor": args.tts_realtime_factor,
-        "deepgram": {"api_key": args.deepgram_key, "bad_keys": args.deepgram_bad_key,
-                     "default_transcript": args.default_transcript, "idle_timeout": args.idle_timeout,
-                     "speech_threshold_dbfs": args.speech_threshold_dbfs,
-                     "fault": args.deepgram_fault, "fault_count": args.deepgram_fault_count,
-                     **({"script": [str(s) for s in script]} if script else {})},
-        "openai": {"api_key": args.openai_key, "bad_keys": args.openai_bad_key, "default_reply": args.llm_reply,
-                   "fault": args.openai_fault, "fault_count": args.openai_fault_count,
-                   "retry_after": args.openai_retry_after,
-                   **({"script": _read_list(args.llm_script)} if args.llm_script else {})},
-        "elevenlabs": {"api_key": args.elevenlabs_key, "bad_keys": args.elevenlabs_bad_key,
-                       "fault": args.elevenlabs_fault, "fault_count": args.elevenlabs_fault_count},
-        "twilio": {"account_sid": args.twilio_account_sid, "auth_token": args.twilio_auth_token,
-                   "fault": args.twilio_fault, "fault_count": args.twilio_fault_count},
-    })
+    given = vars(args)
+    changes: dict[str, Any] = {}
+    for _, flag, path, _, _ in _FIELD_FLAGS:
+        if _dest(flag) in given:
+            _put(changes, path, given[_dest(flag)])
+    for _, flag, path, _ in _LIST_FLAGS:
+        if _dest(flag) in given:
+            _put(changes, path, given[_dest(flag)])
+    script = (_read_list(args.deepgram_script) if args.deepgram_script else []) + args.transcript
+    if script:
+        _put(changes, "deepgram.script", [str(s) for s in script])
+    if args.llm_script:
+        _put(changes, "openai.script", _read_list(args.llm_script))
+    config.merge(changes)
     return config
 
 

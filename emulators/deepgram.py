@@ -32,7 +32,15 @@ import orjson
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from emulators.common import EmulatorState, IdleTimer, abort_connection, deny_websocket, now, recorded_headers, state_of
+from emulators.common import (
+    EmulatorState,
+    IdleTimer,
+    abort_connection,
+    deny_websocket,
+    now,
+    recorded_headers,
+    state_of,
+)
 from emulators.config import DeepgramConfig
 
 with warnings.catch_warnings():  # stdlib audioop warns of its removal in 3.13 (audioop-lts there)
@@ -293,7 +301,8 @@ class ListenSession:
             actions.append(Send(self._results(u.text, u.start, self.detector.audio_time, is_final=True)))
         actions.append(Send({
             "type": "Metadata", "transaction_key": "deprecated", "request_id": self.request_id,
-            "sha256": self._sha.hexdigest(), "created": self.created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "sha256": self._sha.hexdigest(),
+            "created": self.created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "duration": round(self.detector.audio_time, 3), "channels": self.options.channels,
             "models": [MODEL_UUID], "model_info": {MODEL_UUID: MODEL_INFO},
         }))
@@ -316,8 +325,9 @@ class ListenSession:
             span = max(end - start, 0.02) / len(tokens)
             for i, token in enumerate(tokens):
                 bare = "".join(c for c in token if c.isalnum() or c in "'-").lower() or token.lower()
-                words.append({"word": bare, "start": round(start + i * span, 3), "end": round(start + (i + 1) * span, 3),
-                              "confidence": 0.98, "punctuated_word": token if self.options.punctuate else bare})
+                words.append({"word": bare, "start": round(start + i * span, 3),
+                              "end": round(start + (i + 1) * span, 3), "confidence": 0.98,
+                              "punctuated_word": token if self.options.punctuate else bare})
         transcript = text if self.options.punctuate else " ".join(w["word"] for w in words)
         if is_final:
             self._last_final_end = end

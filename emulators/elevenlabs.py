@@ -207,8 +207,8 @@ class TextToSpeechHttp:
                                                 "type": "value_error.missing"}]})
         output_format = query.get("output_format", "mp3_44100_128")
         if output_sample_rate(output_format) is None:
-            return await fail(400, _detail("unsupported_output_format",
-                                           f"the emulator produces ulaw_8000, alaw_8000 and pcm_*, not {output_format}"))
+            message = f"the emulator produces ulaw_8000, alaw_8000 and pcm_*, not {output_format}"
+            return await fail(400, _detail("unsupported_output_format", message))
         fault = record["fault"] = el.take_fault()
         if fault == "error5xx":
             return await fail(500, _detail("internal_server_error", "An internal server error occurred"))
@@ -354,8 +354,8 @@ class TtsSocket:
         if self.ending:
             return
         self.ending = True
-        await self.jobs.put(_Job("error", text=orjson.dumps({"message": message, "error": error, "code": code}).decode(),
-                                 record={"code": code, "reason": error}))
+        payload = orjson.dumps({"message": message, "error": error, "code": code}).decode()
+        await self.jobs.put(_Job("error", text=payload, record={"code": code, "reason": error}))
 
     def _on_idle(self) -> None:
         if not self.ending:

@@ -64,7 +64,8 @@ class Reply:
         out = [("text", tok) for tok in tokenize(self.text)]
         if self.tool is not None:
             args = self.arguments
-            out += [("args", args[i : i + ARGUMENT_PIECE]) for i in range(0, len(args), ARGUMENT_PIECE)] or [("args", "")]
+            pieces = [("args", args[i : i + ARGUMENT_PIECE]) for i in range(0, len(args), ARGUMENT_PIECE)]
+            out += pieces or [("args", "")]
         return out
 
 
@@ -377,7 +378,8 @@ class Responses(_Endpoint):
             index = 0
             if reply.text or not reply.tool:
                 yield ev("response.output_item.added", output_index=0, item={
-                    "id": msg_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}), False
+                    "id": msg_id, "type": "message", "status": "in_progress", "role": "assistant",
+                    "content": []}), False
                 yield ev("response.content_part.added", item_id=msg_id, output_index=0, content_index=0,
                          part={"type": "output_text", "text": "", "annotations": [], "logprobs": []}), False
                 for tok in tokenize(reply.text):

@@ -22,7 +22,7 @@ from dialog.machine import Conversation, DialogSettings
 from dialog.responder import RuleResponder
 from dialog.store import Store
 from gateway import auth, dashboard, metrics, twiml
-from gateway.call import CLOSE_BUSY, CLOSE_FORBIDDEN, CallServices, MediaCall
+from gateway.call import CLOSE_BUSY, CLOSE_FORBIDDEN, CLOSE_NOT_READY, CallServices, MediaCall
 from gateway.config import Settings
 from gateway.logs import event as log_event, mask_number
 from gateway.security import RateLimits, SecurityMiddleware, TwilioSignatures
@@ -132,6 +132,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
             body = twiml.dial(ended.split(":", 1)[1]) if ended.startswith("transfer:") else twiml.hangup()
         elif attempt > twiml.MAX_RESUME_ATTEMPTS:
             body = twiml.hangup("Sorry, we are having technical trouble. Please call again later. Goodbye.")
+        elif not gw.engines.ready:
+            metrics.ERRORS.labels("not_ready", "gateway").inc()
+            body = twiml.hangup("Sorry, we can't take your call right now. Please try again in a minute. Goodbye.")
         elif len(gw.services.calls) >= settings.max_concurrent_calls:
             metrics.ERRORS.labels("busy", "gateway").inc()
             body = twiml.busy()
@@ -159,9 +162,12 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
             log_event(log, "refused a media stream with a missing or forged Twilio signature", logging.WARNING)
             await ws.close(CLOSE_FORBIDDEN)  # before accept: the handshake is answered 403
             return
-        if len(gw.services.calls) >= settings.max_concurrent_calls:
-            metrics.ERRORS.labels("busy", "gateway").inc()
-            await ws.close(CLOSE_BUSY, "over capacity")
+        if len(gw.services.calls) >= settings.max_concurrent_calls or not gw.engines.ready:
+            # Accept, then close with a code that says why (a refused handshake carries no reason).
+            metrics.ERRORS.labels("busy" if gw.engines.ready else "not_ready", "gateway").inc()
+            await ws.accept()
+            await ws.close(CLOSE_BUSY if gw.engines.ready else CLOSE_NOT_READY,
+                           "over capacity" if gw.engines.ready else "engines not ready")
             return
         await ws.accept()
         await MediaCall(ws, gw.services, gw.session_settings).run()

@@ -41,6 +41,7 @@ import math
 import multiprocessing
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -92,6 +93,9 @@ CORE_LIMIT_PCT = 90.0
 LOOP_LAG_LIMIT_MS = 20.0  # p99 lateness of a 10 ms timer: caller timestamps are that much off
 SEND_LAG_LIMIT_MS = 40.0  # p99 of the calls' worst frame lateness: two frames
 SLIP_CALLS_LIMIT = 0.01  # share of calls whose send clock slipped (a >100 ms stall)
+# CPU used by processes outside the benchmark (another test suite on a shared machine) above this,
+# in % of one core averaged over the load, makes every figure suspect: the report says so.
+OTHER_WORK_LIMIT_PCT = 15.0
 
 
 # ------------------------------------------------------------------ options
@@ -127,7 +131,9 @@ class BenchOptions:
     llm_reply: str = LLM_REPLY
     gateway_log_level: str = "INFO"
     latency_mode: str = "disabled"  # every reply through the LLM: the providers' share is then known
+    eos_wait_ms: float | None = None  # end-of-speech wait to subtract; default: the Deepgram endpointing asked for
     gateway_env: dict[str, str] = field(default_factory=dict)
+    gateway_command: str = ""  # replaces `python -m gateway serve` (e.g. under py-spy)
     voice: str = "piper"  # piper | synthetic
     json_path: str = ""
     label: str = ""
@@ -152,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--metrics-url", default="", help="its /metrics (default: derived from --url; none if unreachable)")
     g.add_argument("--gateway-pid", type=int, default=None, help="sample this process's CPU and RSS")
     g.add_argument("--emulators-url", default="", help="the emulators the gateway uses: read their latencies")
+    g.add_argument("--eos-wait-ms", type=float, default=None,
+                   help="end-of-speech wait subtracted for the caller-side overhead (default: the Deepgram "
+                        "endpointing the target asked the emulator for)")
     g.add_argument("--spawn", action="store_true", help="start emulators + gateway here, stop them after")
     g.add_argument("--offline", action="store_true", help="with --spawn: the gateway's local engines, no emulators")
     g = p.add_argument_group("load")
@@ -184,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--latency-mode", default=d.latency_mode, help="LATENCY_OPTIMIZATION_MODE of the spawned gateway")
     g.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment for the spawned gateway (repeatable)")
+    g.add_argument("--gateway-command", default="",
+                   help="run the spawned gateway with this command line instead of `python -m gateway serve` "
+                        "(e.g. under a profiler); its pid must be the gateway's (use exec)")
     g = p.add_argument_group("output")
     g.add_argument("--json", dest="json_path", default="", help="write the report here")
     g.add_argument("--label", default="", help="a name for this run in the report")
@@ -394,6 +406,7 @@ class Sampler:
                 proc.cpu_percent(None)
                 self.procs[name] = proc
         self.samples: dict[str, list[tuple[float, float, int, int, int]]] = {n: [] for n in self.procs}
+        self.cores: list[tuple[float, list[float]]] = []  # (t, busy % of each CPU): other work shows here
         self._task: asyncio.Task | None = None
 
     def snapshot(self, name: str) -> dict[str, int] | None:
@@ -410,6 +423,9 @@ class Sampler:
             return None
 
     def reset_cpu(self) -> None:
+        import psutil
+
+        psutil.cpu_percent(None, percpu=True)
         for proc in self.procs.values():
             with contextlib.suppress(Exception):
                 proc.cpu_percent(None)
@@ -420,6 +436,7 @@ class Sampler:
         while True:
             await asyncio.sleep(SAMPLE_INTERVAL_S)
             t = time.monotonic()
+            self.cores.append((t, psutil.cpu_percent(None, percpu=True)))
             for name, proc in self.procs.items():
                 try:
                     with proc.oneshot():
@@ -575,7 +592,8 @@ def spawned_stack(opts: BenchOptions) -> Iterator[Stack]:
         port = free_port()
         log = tmp / "gateway.log"
         with log.open("wb") as f:
-            gw = subprocess.Popen(pinned_command([sys.executable, "-m", "gateway", "serve"], opts.gateway_cpu),
+            command = shlex.split(opts.gateway_command) or [sys.executable, "-m", "gateway", "serve"]
+            gw = subprocess.Popen(pinned_command(command, opts.gateway_cpu),
                                   cwd=ROOT, env=gateway_env(port, tmp, opts, emulators_url),
                                   stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(gw)
@@ -851,14 +869,19 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
     # Caller-side overhead: what is left of voice-to-voice after the configured waits.
     overhead_caller = None
     if emulated is not None:
-        eos = endpointing if endpointing is not None else DEFAULT_ENDPOINTING_MS
+        if opts.eos_wait_ms is not None:
+            eos, eos_source = opts.eos_wait_ms, "--eos-wait-ms"
+        elif endpointing is not None:
+            eos, eos_source = endpointing, "endpointing the target asked the Deepgram emulator for"
+        else:
+            eos, eos_source = DEFAULT_ENDPOINTING_MS, "assumed (no endpointing in the emulator log)"
         share = provider_share_ms(emulated["stt_final_delay"], emulated["llm_first_token"],
                                   emulated["llm_token_rate"], emulated["tts_first_byte"],
                                   emulated["openai"]["default_reply"])
         subtract = eos + sum(share.values())
         values = [v - subtract for v in latencies]
         overhead_caller = {**summarize(values), "subtracted_ms": round(subtract, 1), "end_of_speech_wait_ms": eos,
-                           "endpointing_source": "emulator log" if endpointing is not None else "assumed",
+                           "end_of_speech_wait_source": eos_source,
                            **{k: round(v, 1) for k, v in share.items()}}
 
     overhead_gateway = None
@@ -919,7 +942,21 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
         "cpu": opts.loadgen_cpu, "errors": gen_errors,
     }
 
+    # Everything else the machine did meanwhile: busy CPU over the load minus what we measured.
+    load_cores = [cores for t, cores in sampler.cores if any(a <= t <= b for a, b in windows)]
+    machine: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                               "platform": platform.platform(), "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
+    if load_cores:
+        per_core = [round(sum(c[i] for c in load_cores) / len(load_cores), 1) for i in range(len(load_cores[0]))]
+        ours = (gateway.get("cpu_pct_load") or 0.0) + ((emulators or {}).get("cpu_pct_load") or 0.0) + sum(gen_cpu)
+        machine["core_busy_pct"] = per_core
+        machine["other_work_pct"] = round(max(0.0, sum(per_core) - ours), 1)
+
     reasons = []
+    contention = []
+    if machine.get("other_work_pct", 0.0) > OTHER_WORK_LIMIT_PCT:
+        contention.append(f"other processes used ~{machine['other_work_pct']:.0f}% of a core during the load "
+                          f"(cores busy {machine['core_busy_pct']}%): the machine was shared")
     if gen_cpu and max(gen_cpu) >= LOADGEN_CPU_LIMIT_PCT:
         reasons.append(f"a generator process used {max(gen_cpu):.0f}% of its core (limit {LOADGEN_CPU_LIMIT_PCT:.0f}%)")
     if opts.loadgen_cpu is not None and opts.emulators_cpu == opts.loadgen_cpu and emulators and gen_cpu:
@@ -944,7 +981,7 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
         "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {k: v for k, v in asdict(opts).items() if k not in ("json_path", "quiet")},
         "target": asdict(target),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine,
         "duration_s": round(t_end - t_start, 1),
         "calls": {"planned": opts.total_calls, "placed": len(records), "completed": len(records) - len(failed),
                   "failed": len(failed), "errors": errors, "warmup_errors": warm_errors},
@@ -962,7 +999,8 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
         "gateway": gateway,
         "emulators": emulators,
         "loadgen": loadgen,
-        "verdict": {"loadgen_limited": bool(reasons), "reasons": reasons},
+        "verdict": {"loadgen_limited": bool(reasons), "reasons": reasons, "contended": bool(contention),
+                    "contention": contention},
     }
     return report
 
@@ -1024,6 +1062,8 @@ def format_report(r: dict[str, Any]) -> str:
         lines += [f"    - {reason}" for reason in r["verdict"]["reasons"]]
     else:
         lines.append("  verdict: the load generator kept up (CPU, loop lag and send clock within bounds)")
+    if r["verdict"]["contended"]:
+        lines.append("  WARNING: " + "; ".join(r["verdict"]["contention"]))
     return "\n".join(lines)
 
 

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from dialog.responder import ReplyEnd, Responder
 from gateway import metrics
 from gateway.events import (
-    Action, AudioReceived, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, HangUp, MarkEchoed,
+    Action, AudioReceived, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, ForwardAudio, HangUp, MarkEchoed,
     ProviderFailed, ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia, SpeechAudio, SpeechDone, StartReply,
     Synthesize, Tick, TranscribeUtterance, TranscriptReceived, TurnTimings,
 )
@@ -41,7 +41,38 @@ CLOSE_FORBIDDEN = 1008  # policy violation: a handshake refused before accept is
 CLOSE_TOO_BIG = 1009
 CLOSE_SLOW_CONSUMER = 4002
 CLOSE_BAD_PROTOCOL = 4003
-CLOSE_BUSY = 4029
+CLOSE_BUSY = 4029  # over MAX_CONCURRENT_CALLS
+CLOSE_NOT_READY = 1013  # "try again later": engines still loading
+CLOSE_FLOOD = 4008
+CLOSE_TIMEOUT_SECONDS = 2.0
+LOGGED_PROTOCOL_ERRORS = 5  # per call; the metric counts them all
+# Inbound audio: a phone sends 8000 bytes/s. Network jitter bunches frames, so a burst of a few
+# seconds is normal; audio sustained at several times real time is a broken or hostile client, and
+# each frame costs VAD time that other calls need.
+INBOUND_RATE_FACTOR = 3.0
+INBOUND_BURST_SECONDS = 5.0
+FLOOD_DROPS_BEFORE_CLOSE = 250  # 5 s worth of 20 ms frames dropped
+
+
+class InboundAudioBudget:
+    """A token bucket over inbound audio bytes."""
+
+    def __init__(self, rate: float = 8000 * INBOUND_RATE_FACTOR, burst: float = 8000 * INBOUND_BURST_SECONDS) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._last: float | None = None
+        self.dropped = 0
+
+    def allow(self, nbytes: int, now: float) -> bool:
+        if self._last is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if nbytes <= self._tokens:
+            self._tokens -= nbytes
+            return True
+        self.dropped += 1
+        return False
 
 
 # Ended calls remembered for the TwiML after <Connect>, which Twilio asks for within seconds of the
@@ -99,7 +130,11 @@ class MediaCall:
         self._live_turn: int | None = None  # the reply turn whose sentences are still wanted
         self._synth_task: asyncio.Task | None = None
         self._synth_turn: int | None = None
-        self._closing = False
+        self._closing = False  # the call is ending: no new timers, no new sends
+        self._closed = False  # the close frame has been sent
+        self._close_with = (CLOSE_NORMAL, "call ended")  # the code `run` closes with when the call ends
+        self._inbound = InboundAudioBudget()
+        self._protocol_errors = 0
         self.turns: list[dict] = []
 
     # ------------------------------------------------------------------ socket loop
@@ -135,6 +170,7 @@ class MediaCall:
         finally:
             writer.cancel()
             await self._end()
+            await self._close(*self._close_with)
 
     def _on_message(self, raw: str) -> bool:
         """Handle one inbound frame. False ends the call."""
@@ -142,7 +178,10 @@ class MediaCall:
             msg = tp.parse(raw, max_payload_bytes=self.services.settings.max_media_payload_bytes)
         except tp.ProtocolError as exc:
             metrics.PROTOCOL_ERRORS.labels(exc.reason).inc()
-            log_event(log, "ignored malformed message", logging.WARNING, reason=exc.reason)
+            self._protocol_errors += 1
+            if self._protocol_errors <= LOGGED_PROTOCOL_ERRORS:  # a hostile peer must not flood the logs too
+                log_event(log, "ignored malformed message", logging.WARNING, reason=exc.reason,
+                          count=self._protocol_errors)
             return True
         info = self.info
         match msg:
@@ -154,8 +193,8 @@ class MediaCall:
                     metrics.PROTOCOL_ERRORS.labels("wrong_stream_sid").inc()
                     return True
                 metrics.FRAMES_IN.inc()
-                if self._stt is not None:
-                    self._stt.send_audio(msg.payload)
+                if not self._inbound.allow(len(msg.payload), self.loop.time()):
+                    return self._on_flood()
                 self._feed(AudioReceived(self.loop.time(), msg.payload))
             case tp.Mark():
                 if info is not None:
@@ -200,6 +239,7 @@ class MediaCall:
         engines = services.engines
         self._responder = services.make_responder(self.info)
         self._stt = engines.stt.open_stream(self.info, self._on_stt_result)
+        self.session.forward_audio = bool(getattr(self._stt, "streaming", False))
         self._tts = engines.tts.open_stream(self.info)
         self._spawn(self._start_stt())
         self._spawn(self._tts_worker())
@@ -256,6 +296,9 @@ class MediaCall:
                     self._out.clear()
                     self._send(tp.clear_message(stream_sid))
                     metrics.BARGE_INS.inc()
+                case ForwardAudio():
+                    if self._stt is not None:
+                        self._stt.send_audio(action.audio)
                 case TranscribeUtterance():
                     if self._stt is not None:
                         self._stt.end_of_speech(action.audio)
@@ -411,14 +454,25 @@ class MediaCall:
         while self._out and self.loop.time() < deadline:
             await asyncio.sleep(0.02)
 
+    def _on_flood(self) -> bool:
+        """Audio arrives much faster than a phone can speak: drop it; if it goes on, end the call."""
+        metrics.PROTOCOL_ERRORS.labels("media_flood").inc()
+        if self._inbound.dropped >= FLOOD_DROPS_BEFORE_CLOSE:
+            log_event(log, "media flood: closing", logging.WARNING, dropped=self._inbound.dropped)
+            self.end_reason = "flood"
+            self._close_with = (CLOSE_FLOOD, "media faster than real time")
+            return False
+        return True
+
     async def _close(self, code: int, reason: str) -> None:
-        if self._closing:
+        if self._closed:
             return
-        self._closing = True
+        self._closed = self._closing = True
         if self.ws.application_state == WebSocketState.CONNECTED:
             try:
-                await self.ws.close(code, reason)
-            except Exception:  # already gone
+                # A peer that does not read cannot take a close frame either: do not wait on it forever.
+                await asyncio.wait_for(self.ws.close(code, reason), CLOSE_TIMEOUT_SECONDS)
+            except Exception:  # already gone, or not reading
                 pass
 
     def _spawn(self, coro) -> asyncio.Task:

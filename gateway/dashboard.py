@@ -35,6 +35,7 @@ from typing import Any, Callable
 import orjson
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -60,17 +61,9 @@ CLOSE_SLOW_CONSUMER = 4002  # same meaning as the media endpoint's code
 
 BREAKER_STATES = {0: "closed", 1: "half_open", 2: "open"}  # voicegate_circuit_breaker_state values
 
-# The page is static and same-origin only: no inline script, no third-party anything.
-SECURITY_HEADERS = {
-    "content-security-policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; media-src 'self' blob:; worker-src 'self'; object-src 'none'; "
-        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
-    ),
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
-    "cache-control": "no-store",
-}
+# Security headers (CSP, nosniff, frame denial) are added to every response by
+# gateway.security.SecurityMiddleware; the page only adds that it must not be cached.
+PAGE_HEADERS = {"cache-control": "no-store"}
 
 DISABLED_MESSAGE = (
     "The voicegate dashboard is disabled: DASHBOARD_TOKEN is not set, and without it the dashboard and "
@@ -368,8 +361,8 @@ def install(app: Starlette, gw: Any) -> DashboardHub:
 
     async def page(request: Request) -> Response:
         if not access.enabled and access.check("dashboard", "", _client_host(request.scope), request.headers):
-            return PlainTextResponse(DISABLED_MESSAGE, status_code=403, headers=SECURITY_HEADERS)
-        return FileResponse(STATIC_DIR / "index.html", headers=SECURITY_HEADERS)
+            return PlainTextResponse(DISABLED_MESSAGE, status_code=403, headers=PAGE_HEADERS)
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
     async def token(request: Request) -> Response:
         presented = await _login_secret(request)
@@ -407,7 +400,8 @@ def install(app: Starlette, gw: Any) -> DashboardHub:
         WebSocketRoute("/ws/dashboard", feed),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ])
-    app.add_middleware(ApiGuard, access=access)
+    # Innermost, so the security middleware (rate limits, headers) still wraps the refusals.
+    app.user_middleware.append(Middleware(ApiGuard, access=access))
     app.state.dashboard_hub = hub
     app.state.dashboard_access = access
     return hub

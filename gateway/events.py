@@ -150,6 +150,15 @@ class SendClear:
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardAudio:
+    """Caller audio for a streaming STT engine. Only speech goes (with its pre-roll and the trailing
+    silence that lets the engine endpoint): a streaming engine bills by the second, and between turns
+    it gets KeepAlives instead of silence."""
+
+    audio: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class TranscribeUtterance:
     """The local VAD ended a caller turn. Batch engines transcribe `audio`; streaming engines
     (Deepgram) ignore it and send Finalize, since they already have the audio."""
@@ -245,6 +254,7 @@ Action = (
     SendMedia
     | SendMark
     | SendClear
+    | ForwardAudio
     | TranscribeUtterance
     | StartReply
     | CancelReply

@@ -32,7 +32,7 @@ from audio.vad import EnergyVad, SpeechEnded, SpeechStarted, VadConfig
 from dialog.chunker import SentenceChunker
 from dialog.text_clean import clean_caller_text, clean_for_speech
 from gateway.events import (
-    Action, AudioReceived, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, HangUp, MarkEchoed,
+    Action, AudioReceived, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, ForwardAudio, HangUp, MarkEchoed,
     ProviderFailed, ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia, SpeechAudio, SpeechDone, StartReply,
     Synthesize, Tick, TranscribeUtterance, TranscriptReceived, TurnTimings,
 )
@@ -107,6 +107,8 @@ class CallSession:
         self.history: list[dict[str, str]] = []
         self.turns: list[TurnTimings] = []  # completed turns, for the transcript store
         self.failures = 0  # consecutive provider failures
+        self.forward_audio = False  # set by the driver when the STT engine streams (Deepgram)
+        self._forwarded_to: int | None = None  # ring position forwarded so far while the caller speaks
         self._vad = EnergyVad(settings.vad_config())
         # The utterance limit plus pre-roll, so a maximal utterance is still whole when it is cut.
         self._ring = RingBuffer(int((settings.max_utterance_seconds + 1.0) * SAMPLE_RATE))
@@ -200,8 +202,14 @@ class CallSession:
                 actions += self._on_speech_started(vad_event, ev.now)
             elif isinstance(vad_event, SpeechEnded):
                 actions += self._on_speech_ended(vad_event, ev.now)
+        if self._forwarded_to is not None:
+            actions += self._forward()
         actions += self._on_tick(ev.now)
         return actions
+
+    def _forward(self) -> list[Action]:
+        start, self._forwarded_to = self._forwarded_to, self._ring.total
+        return [ForwardAudio(self._ring.read_since(start))] if start < self._ring.total else []
 
     def _position_time(self, position: int, now: float) -> float:
         """Wall time at which the caller produced the sample at `position` (audio arrives in real time)."""
@@ -211,6 +219,8 @@ class CallSession:
         preroll = self.settings.preroll_ms * SAMPLE_RATE // 1000
         self._utterance_start = max(ev.start - preroll, self._ring.oldest)
         self._speech_ended_at = self._vad_end_at = None
+        if self.forward_audio and self._forwarded_to is None:
+            self._forwarded_to = self._utterance_start  # the pre-roll goes first, then the speech as it comes
         return self._interrupt(now, onset=self._position_time(ev.start, now))
 
     def _on_speech_ended(self, ev: SpeechEnded, now: float) -> list[Action]:
@@ -224,10 +234,17 @@ class CallSession:
         self._speech_ended_at = self._position_time(ev.end, now)
         self._vad_end_at = now
         self._awaiting_transcripts += 1
+        actions: list[Action] = []
+        if self._forwarded_to is not None:
+            actions += self._forward()  # the engine gets all the audio before the Finalize
+            self._forwarded_to = None
         if ev.reason == "max_length" and self._vad.speaking:
             # The caller talks on past the limit: the next utterance starts right here.
             self._utterance_start = ev.end
-        return [TranscribeUtterance(turn_id=self._next_turn, audio=self._ring.read_range(start, end))]
+            if self.forward_audio:
+                self._forwarded_to = self._ring.total
+        actions.append(TranscribeUtterance(turn_id=self._next_turn, audio=self._ring.read_range(start, end)))
+        return actions
 
     def _caller_active(self) -> bool:
         """The VAD hears the caller now (not just trailing silence before its end-of-speech timeout)."""

@@ -515,6 +515,7 @@ class _Call:
         parameters: Mapping[str, str],
         turns: Sequence[CallerTurn],
         frames: Sequence[tuple[bytes, ...]],
+        reports: list[TurnReport],
         reply_quiet_s: float,
         max_reply_wait_s: float,
         wait_for_greeting: bool,
@@ -531,9 +532,7 @@ class _Call:
         self.wait_for_greeting = wait_for_greeting
         self.playback = Playback(reply_quiet_s=reply_quiet_s, record=record)
         self.greeting = TurnReport(index=-1, kind="greeting", rule="")
-        self.reports = [
-            TurnReport(index=i, text=t.text or t.wav or t.dtmf, kind=t.kind, rule=t.rule) for i, t in enumerate(turns)
-        ]
+        self.reports = reports
         self.reply_turn = self.greeting  # the turn the next arriving audio answers
         self.audio_event = asyncio.Event()
         self.call_start = time.monotonic()  # replaced by the moment `start` is sent
@@ -847,6 +846,10 @@ async def run_call(
     call_sid = call_sid or "CA" + secrets.token_hex(16)
     stream_sid = stream_sid or "MZ" + secrets.token_hex(16)
     report = CallReport(call_sid=call_sid, stream_sid=stream_sid)
+    # One report per turn from the start, so indexes line up even when the call fails early.
+    report.turns = [
+        TurnReport(index=i, text=t.text or t.wav or t.dtmf, kind=t.kind, rule=t.rule) for i, t in enumerate(turns)
+    ]
     deadline = time.monotonic() + max_call_s
     try:
         async with asyncio.timeout(max_call_s):
@@ -875,6 +878,7 @@ async def run_call(
         parameters=parameters or {},
         turns=turns,
         frames=frames,
+        reports=report.turns,
         reply_quiet_s=reply_quiet_ms / 1000,
         max_reply_wait_s=max_reply_wait_s,
         wait_for_greeting=wait_for_greeting,
@@ -963,26 +967,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sign", action="store_true",
                    help="do not add X-Twilio-Signature (by default it is signed when TWILIO_AUTH_TOKEN is set and --token is not)")
     p.add_argument("--no-greeting", action="store_true", help="speak the first turn at once instead of after the greeting")
+    p.add_argument("--gap-ms", type=int, default=300, help="pause after a reply before speaking (default: %(default)s)")
     p.add_argument("--reply-quiet-ms", type=int, default=700, help="silence that ends a reply (default: %(default)s)")
     p.add_argument("--max-reply-wait-s", type=float, default=20.0, help="give up waiting for a reply after this (default: %(default)s)")
     p.add_argument("--max-call-s", type=float, default=120.0, help="hang up after this long in any case (default: %(default)s)")
     return p
 
 
-def _turns_from_args(script: list[tuple[str, object]]) -> list[CallerTurn]:
+def _turns_from_args(script: list[tuple[str, object]], gap_ms: int = 300) -> list[CallerTurn]:
     turns: list[CallerTurn] = []
     barge: int | None = None
     for kind, value in script:
         if kind == "barge":
             barge = int(value)  # type: ignore[call-overload]
         elif kind == "say":
-            turns.append(CallerTurn(text=str(value), barge_in_ms=barge))
+            turns.append(CallerTurn(text=str(value), barge_in_ms=barge, gap_ms=gap_ms))
             barge = None
         elif kind == "wav":
-            turns.append(CallerTurn(wav=str(value), barge_in_ms=barge))
+            turns.append(CallerTurn(wav=str(value), barge_in_ms=barge, gap_ms=gap_ms))
             barge = None
         elif kind == "dtmf":
-            turns.append(CallerTurn(dtmf=str(value)))
+            turns.append(CallerTurn(dtmf=str(value), gap_ms=gap_ms))
         elif kind == "wait":
             turns.append(CallerTurn(gap_ms=0, wait_ms=int(value)))  # type: ignore[call-overload]
     return turns
@@ -1021,7 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
     without error (either side hanging up normally counts), 1 otherwise."""
     args = _parser().parse_args(argv)
     try:
-        turns = _turns_from_args(args.script or [])
+        turns = _turns_from_args(args.script or [], args.gap_ms)
         headers = _pairs(args.header, "--header")
         parameters = _pairs(args.param, "--param")
         if args.from_number:

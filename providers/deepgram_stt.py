@@ -219,7 +219,8 @@ class DeepgramStream:
         self._on_result = on_result
         self._buffer = ReplayBuffer(int(self._opts.replay_seconds * BYTES_PER_SECOND))
         self._controls: deque[str] = deque()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # the sender: audio or a control message is waiting
+        self._watch_wake = asyncio.Event()  # the watchdog: a Finalize went out, a new deadline
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._conn: Any = None
@@ -411,6 +412,7 @@ class DeepgramStream:
                 if kind == _FINALIZE:
                     await conn.send_finalize()
                     self._finalize_sent_at = loop.time()
+                    self._watch_wake.set()
                 else:
                     await conn.send_close_stream()
                 self._controls.popleft()
@@ -435,7 +437,10 @@ class DeepgramStream:
                 if now - sent >= self._opts.result_timeout:
                     raise _Dropped(f"no final result {self._opts.result_timeout:g} s after Finalize")
                 due = min(due, sent + self._opts.result_timeout)
-            await asyncio.sleep(max(0.01, due - loop.time()))
+            self._watch_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.01, due - loop.time())):
+                    await self._watch_wake.wait()
 
     # ------------------------------------------------------------------ messages
 

@@ -145,22 +145,18 @@ class ElevenLabsWsTts:
 
     async def connect(self) -> ClientConnection:
         """One socket, with the key in the header (never in a message, so never in a server log)."""
-        self.counters.count("request")
         try:
             return await connect(self.url, additional_headers={"xi-api-key": self._key}, compression=None,
                                  open_timeout=self.timeouts.connect, close_timeout=CLOSE_TIMEOUT_SECONDS)
         except InvalidStatus as exc:
-            self.counters.count("error")
             status = exc.response.status_code
             if status in (401, 403):
                 raise ProviderAuthError(PROVIDER, f"key refused (HTTP {status})", status=status) from None
             raise ProviderError(PROVIDER, f"handshake refused (HTTP {status})", status=status,
                                 retryable=status >= 500 or status == 429) from None
         except TimeoutError:
-            self.counters.count("error")
             raise ProviderTimeout(PROVIDER, f"connect timed out after {self.timeouts.connect:g} s") from None
         except Exception as exc:  # refused, reset, InvalidHandshake, InvalidURI
-            self.counters.count("error")
             raise ProviderError(PROVIDER, f"connect failed: {type(exc).__name__}") from None
 
     def init_message(self, context_id: str | None = None) -> str:
@@ -252,6 +248,7 @@ class ElevenLabsMultiStream:
         if not text:
             return
         owner = self._owner
+        owner.counters.count("request")
         ctx_id = f"s{next(self._ids)}"
         ctx = _Context()
         heard = False
@@ -431,19 +428,21 @@ class ElevenLabsSingleStream:
         self._spare.add_done_callback(_consume)
 
     async def _take_socket(self) -> ClientConnection:
-        spare, self._spare = self._spare, None
-        ws: ClientConnection | None = None
+        spare = self._spare
         if spare is not None:
+            # Shielded: if this sentence is cancelled meanwhile, the spare stays for the next one.
             try:
-                ws = await asyncio.shield(spare)
+                ws: ClientConnection | None = await asyncio.shield(spare)
             except ProviderAuthError:
+                self._spare = None
                 raise
             except ProviderError:
-                ws = None
-            if ws is not None and ws.state is not State.OPEN:
-                ws = None
-        if ws is None:
-            ws = await self._owner.connect()
+                ws = None  # the spare failed to open: try once more, now
+            self._spare = None
+            if ws is not None and ws.state is State.OPEN:
+                self.connections += 1
+                return ws
+        ws = await self._owner.connect()
         self.connections += 1
         return ws
 
@@ -454,8 +453,13 @@ class ElevenLabsSingleStream:
         if not text:
             return
         owner = self._owner
+        owner.counters.count("request")
         heard = False
-        ws = await self._take_socket()
+        try:
+            ws = await self._take_socket()
+        except ProviderError:
+            owner.counters.count("error")
+            raise
         self._live.add(ws)
         self._prepare_spare()
         try:
@@ -513,8 +517,9 @@ class ElevenLabsSingleStream:
             if spare is not None:
                 if not spare.done():
                     spare.cancel()
-                with contextlib.suppress(BaseException):
-                    sockets.append(await spare)
+                (opened,) = await asyncio.gather(spare, return_exceptions=True)
+                if isinstance(opened, ClientConnection):
+                    sockets.append(opened)
             await asyncio.gather(*(_close_quietly(ws) for ws in sockets),
                                  return_exceptions=True)
         except asyncio.CancelledError:

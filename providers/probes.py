@@ -29,8 +29,17 @@ import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
+import openai
+from deepgram.core.api_error import ApiError as DeepgramApiError
+from elevenlabs.client import AsyncElevenLabs
+from elevenlabs.core.api_error import ApiError as ElevenLabsApiError
+
 from gateway.config import SECRET_FIELDS, Settings
 from providers.base import ProviderAuthError, ProviderError, ProviderTimeout
+from providers.deepgram_stt import DeepgramStt
+from providers.elevenlabs_tts import ElevenLabsWsTts
+from providers.openai_llm import OpenAiLlm, map_error
+from providers.twilio_rest import TwilioRest
 
 log = logging.getLogger("voicegate.probes")
 
@@ -177,15 +186,11 @@ def _from_provider_error(exc: ProviderError) -> _Failed:
 
 
 async def _deepgram(settings: Settings) -> str:
-    from deepgram.core.api_error import ApiError
-
-    from providers.deepgram_stt import DeepgramStt
-
     stt = DeepgramStt(settings)
     try:
         async with stt.client.listen.v1.connect(model=stt.model, encoding="mulaw", sample_rate=8000) as conn:
             await conn.send_close_stream()
-    except ApiError as exc:
+    except DeepgramApiError as exc:
         if exc.status_code in (401, 403):
             raise _Failed("auth_failed", f"HTTP {exc.status_code}") from None
         raise _Failed(f"error: HTTP {exc.status_code}") from None
@@ -195,10 +200,6 @@ async def _deepgram(settings: Settings) -> str:
 
 
 async def _openai(settings: Settings) -> str:
-    import openai
-
-    from providers.openai_llm import OpenAiLlm, map_error
-
     llm = OpenAiLlm(settings)
     try:
         await llm.client.models.list()
@@ -210,18 +211,13 @@ async def _openai(settings: Settings) -> str:
 
 
 async def _elevenlabs(settings: Settings) -> str:
-    from elevenlabs.client import AsyncElevenLabs
-    from elevenlabs.core.api_error import ApiError
-
-    from providers.elevenlabs_tts import ElevenLabsWsTts
-
     client = AsyncElevenLabs(api_key=settings.elevenlabs_api_key.strip(),
                              base_url=settings.elevenlabs_base_url.strip() or None, timeout=AUTH_TIMEOUT_SECONDS)
     http = client._client_wrapper.httpx_client.httpx_client
     try:
         await client.user.get(request_options={"max_retries": 0})
         return ""
-    except ApiError as exc:
+    except ElevenLabsApiError as exc:
         status = exc.status_code
         if status in (401, 403):
             raise _Failed("auth_failed", f"HTTP {status}") from None
@@ -244,8 +240,6 @@ async def _elevenlabs(settings: Settings) -> str:
 
 
 async def _twilio(settings: Settings) -> str:
-    from providers.twilio_rest import TwilioRest
-
     rest = TwilioRest(settings, timeout=AUTH_TIMEOUT_SECONDS)
     try:
         await rest.probe()

@@ -3,7 +3,7 @@
 The SDK runs on `AsyncTwilioHttpClient` (aiohttp). Its `ClientSession` must be created inside the
 running event loop, so the HTTP client is built lazily on first use and closed by `close()`.
 
-`TWILIO_API_BASE_URL` redirects every request (PROTOCOLS §4 option B): `_RedirectingHttpClient`
+`TWILIO_API_BASE_URL` redirects every request (PROTOCOLS §4 option B): `_TwilioHttpClient`
 rewrites the scheme and host of each URL the SDK builds (api.twilio.com, voice.twilio.com, ...) to
 the configured base, so one override covers every Twilio domain, e.g. the local emulator.
 
@@ -15,6 +15,7 @@ leak into a log line.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from typing import Any, Awaitable, Callable, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -39,18 +40,31 @@ CALL_NOT_IN_PROGRESS = 21220
 T = TypeVar("T")
 
 
-class _RedirectingHttpClient(AsyncTwilioHttpClient):
-    """Sends every request to `base` (scheme, host and an optional path prefix) instead."""
+class _TwilioHttpClient(AsyncTwilioHttpClient):
+    """The SDK's aiohttp client with two changes:
 
-    def __init__(self, base: str, **kwargs: Any) -> None:
+    - Basic auth goes in as an `Authorization` header: aiohttp >= 3.10 deprecates its `auth=`
+      parameter, and the SDK's log lines skip that header, so the token is never logged;
+    - with a `base` (scheme, host, optional path prefix), every request goes there instead."""
+
+    def __init__(self, base: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         parts = urlsplit(base)
-        self._scheme, self._netloc, self._prefix = parts.scheme, parts.netloc, parts.path.rstrip("/")
+        self._base = (parts.scheme, parts.netloc, parts.path.rstrip("/")) if base else None
 
-    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        parts = urlsplit(url)
-        url = urlunsplit((self._scheme, self._netloc, self._prefix + parts.path, parts.query, ""))
-        return await super().request(method, url, *args, **kwargs)
+    async def request(self, method: str, url: str, params: dict[str, object] | None = None,
+                      data: dict[str, object] | None = None, headers: dict[str, str] | None = None,
+                      auth: tuple[str, str] | None = None, timeout: float | None = None,
+                      allow_redirects: bool = False) -> Any:
+        if auth is not None:
+            headers = dict(headers or {})
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        if self._base is not None:
+            scheme, netloc, prefix = self._base
+            parts = urlsplit(url)
+            url = urlunsplit((scheme, netloc, prefix + parts.path, parts.query, ""))
+        return await super().request(method, url, params=params, data=data, headers=headers, auth=None,
+                                     timeout=timeout, allow_redirects=allow_redirects)
 
 
 class TwilioRest:
@@ -62,7 +76,7 @@ class TwilioRest:
         self.base_url = settings.twilio_api_base_url.strip()
         self.timeout = timeout
         self.counters = ProviderCounters(PROVIDER, "rest")
-        self._http: AsyncTwilioHttpClient | None = None
+        self._http: _TwilioHttpClient | None = None
         self._client: Client | None = None
 
     def __repr__(self) -> str:  # the token stays out of reprs and tracebacks' locals
@@ -73,8 +87,7 @@ class TwilioRest:
         """The SDK client; created on first use, inside the running loop (aiohttp needs one)."""
         if self._client is None:
             asyncio.get_running_loop()
-            self._http = (_RedirectingHttpClient(self.base_url, timeout=self.timeout) if self.base_url
-                          else AsyncTwilioHttpClient(timeout=self.timeout))
+            self._http = _TwilioHttpClient(self.base_url, timeout=self.timeout)
             self._client = Client(self.account_sid, self._token, http_client=self._http)
         return self._client
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -41,6 +42,16 @@ class RunningGateway:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def stored_call(self, call_sid: str, until=lambda call: call.get("end_reason"), timeout: float = 10.0) -> dict:
+        """The call as stored, once `until(call)` holds (the store is written just after the socket closes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, body = self.get(f"/api/calls/{call_sid}")
+            call = json.loads(body) if status == 200 else {}
+            if (call and until(call)) or time.monotonic() > deadline:
+                return call
+            time.sleep(0.1)
 
     def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
         try:

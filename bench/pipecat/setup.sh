@@ -25,7 +25,7 @@ fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet \
     "pipecat-ai[deepgram,openai,elevenlabs,silero,websocket]==1.14.0" \
-    "uvicorn>=0.30" "fastapi>=0.110" "psutil>=5.9"
+    "uvicorn>=0.30" "uvloop>=0.19" "httptools>=0.6" "fastapi>=0.110" "psutil>=5.9"
 "$venv/bin/python" - <<'PY'
 import importlib.metadata as md
 import pathlib

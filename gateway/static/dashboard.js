@@ -237,6 +237,7 @@ function onFeed(message) {
     case "call_started":
       state.live.set(message.call.call_sid, message.call);
       if (!state.selected || message.call.call_sid === state.myCallSid) state.selected = message.call.call_sid;
+      loadHistory();
       break;
     case "turn": {
       let call = state.live.get(message.call_sid);
@@ -322,8 +323,14 @@ function turnTiming(turn, key) {
   return typeof value === "number" && value >= 0 ? value : null;
 }
 
+// The greeting (or any turn the agent starts): no caller words, digits or speech timings. The
+// store keeps a missing caller text as "", the live feed as null; both mean the same.
+function isAgentOnly(turn) {
+  return !turn.user_text && !turn.dtmf && turnTiming(turn, "vad_ms") === null && turnTiming(turn, "stt_ms") === null;
+}
+
 function renderTurn(turn) {
-  const isGreeting = (turn.user_text === null || turn.user_text === undefined) && !turn.dtmf;
+  const isGreeting = isAgentOnly(turn);
   const v2v = turnTiming(turn, "voice_to_voice_ms");
   const node = el("article", {
     class: `turn${turn.interrupted ? " interrupted" : ""}${isGreeting ? " greeting" : " caller-turn"}`,
@@ -341,7 +348,7 @@ function renderTurn(turn) {
       turn.dtmf ? el("span", { class: "badge dtmf", text: `DTMF ${turn.dtmf}` }) : null,
     ),
   );
-  if (!isGreeting && turn.user_text !== null && turn.user_text !== undefined) {
+  if (!isGreeting && !(turn.dtmf && !turn.user_text)) {
     node.append(
       el("p", { class: "line caller" }, el("span", { class: "who", text: "Caller" }),
         el("span", { class: "text", "data-testid": "caller-text", text: turn.user_text || "(nothing recognised)" })),
@@ -435,7 +442,7 @@ function renderChart(turns) {
     label.textContent = `${Math.round(total)}`;
     chart.append(label);
     const tick = svg("text", { x: x + barW / 2, y: height - 10, "text-anchor": "middle" });
-    tick.textContent = turn.user_text === null || turn.user_text === undefined ? (turn.dtmf ? `T${turn.turn_id}` : "greet") : `T${turn.turn_id}`;
+    tick.textContent = isAgentOnly(turn) ? "greet" : `T${turn.turn_id}`;
     chart.append(tick);
   });
   box.append(chart);

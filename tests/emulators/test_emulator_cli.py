@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_flags_become_config(tmp_path: Path) -> None:
     script = tmp_path / "script.txt"
     script.write_text("first line\n\nsecond line\n")
+    settings = tmp_path / "emu.json"
+    settings.write_text('{"llm_first_token": 0.05, "stt_final_delay": 0.5, "openai": {"models": ["m1"]}}')
     args = build_parser().parse_args([
+        "--config", str(settings), "--deepgram-bad-key", "k1", "--deepgram-bad-key", "k2",
         "--deepgram-script", str(script), "--transcript", "third", "--llm-reply", "Hi!",
         "--stt-final-delay", "0.2", "--openai-fault", "error429", "--openai-fault-count", "2",
         "--openai-retry-after", "0.5", "--tts-realtime-factor", "1", "--twilio-auth-token", "tok"])
@@ -28,7 +31,9 @@ def test_flags_become_config(tmp_path: Path) -> None:
     assert cfg.deepgram.script == ["first line", "second line", "third"]
     assert cfg.openai.default_reply == "Hi!" and cfg.openai.fault == "error429" and cfg.openai.fault_count == 2
     assert cfg.stt_final_delay == 0.2 and cfg.openai.retry_after == 0.5 and cfg.tts_realtime_factor == 1.0
-    assert cfg.twilio.auth_token == "tok"
+    assert cfg.twilio.auth_token == "tok" and cfg.deepgram.bad_keys == ["k1", "k2"]
+    assert cfg.llm_first_token == 0.05 and cfg.openai.models == ["m1"]  # from the file, not overridden
+    assert cfg.llm_token_rate == 50.0  # untouched default
 
 
 async def test_cli_serves_until_interrupted() -> None:

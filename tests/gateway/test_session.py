@@ -378,3 +378,24 @@ def test_turn_timings_split_adds_up():
     assert split["tts_first_byte_ms"] == pytest.approx(100, abs=1)
     assert split["gateway_overhead_ms"] == pytest.approx(0, abs=1)
     assert 500 <= split["vad_ms"] <= 700
+
+
+def test_streaming_stt_gets_only_speech_with_preroll_and_tail():
+    from gateway.events import ForwardAudio
+
+    d = Driver()
+    d.session.forward_audio = True
+    _finish_greeting(d)
+    out = d.audio(silence_frames(1.0))
+    assert of(ForwardAudio, out) == []  # silence costs nothing: the engine gets KeepAlives instead
+    out = d.audio(speech_frames(1.0))
+    forwarded = of(ForwardAudio, out)
+    # The first piece carries the pre-roll and the onset frames the VAD needed to confirm speech.
+    assert len(forwarded[0].audio) >= 300 * 8 and all(len(f.audio) == FRAME for f in forwarded[1:])
+    out = d.audio(silence_frames(0.8))
+    kinds = [type(a).__name__ for a in out if isinstance(a, (ForwardAudio, TranscribeUtterance))]
+    # The trailing silence goes too (the engine endpoints on it), then the end of speech; then nothing.
+    assert kinds[-1] == "TranscribeUtterance" and kinds.count("ForwardAudio") >= 20
+    total = sum(len(f.audio) for f in of(ForwardAudio, d.actions))
+    assert 1.0 * 8000 + 300 * 8 <= total <= (1.0 + 0.3 + 0.6) * 8000
+    assert of(ForwardAudio, d.audio(silence_frames(1.0))) == []

@@ -393,6 +393,7 @@ async def test_call_is_bounded_by_max_call_s(fake_gateway) -> None:
 async def test_unreachable_gateway_is_an_error_not_an_exception() -> None:
     report = await run_call("ws://127.0.0.1:9/twilio/media", [CallerTurn(text="hi")], speak=tone_speak)
     assert report.error is not None and report.error.startswith("connect failed")
+    assert [t.index for t in report.turns] == [0] and report.turns[0].speech_start is None
 
 
 def test_wav_round_trip(tmp_path) -> None:
@@ -430,19 +431,19 @@ async def test_cli_speaks_with_piper_and_prints_json_lines(fake_gateway, tmp_pat
     monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
     gw = await fake_gateway(replies=[[(500, 0.0, "r1")], [(300, 0.0, "r2")]])
     wav = tmp_path / "caller.wav"
-    save_wav(str(wav), tone(500, 300.0))
+    save_wav(str(wav), tone(300, 300.0))
     out = tmp_path / "reply.wav"
     argv = [
         "--url", gw.url, "--token", "s3cret", "--from", "+15550001111",
-        "--say", "Hello, I would like to book an appointment.", "--wav", str(wav),
-        "--save-reply", str(out), "--reply-quiet-ms", "300", "--max-call-s", "20",
+        "--say", "Book me in, please.", "--wav", str(wav),
+        "--save-reply", str(out), "--reply-quiet-ms", "200", "--gap-ms", "100", "--max-call-s", "20",
     ]
     code = await asyncio.to_thread(simcaller.main, argv)
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0
     assert [line.get("turn") for line in lines[:2]] == [0, 1] and lines[2]["summary"] is True
     said, played = lines[:2]
-    assert said["text"] == "Hello, I would like to book an appointment." and played["text"] == str(wav)
+    assert said["text"] == "Book me in, please." and played["text"] == str(wav)
     for line in (said, played):
         # the fake ends speech at its last non-0xFF frame: Piper's quiet tail makes it early
         assert line["latency_ms"] is not None and 150 <= line["latency_ms"] <= 700
@@ -453,7 +454,7 @@ async def test_cli_speaks_with_piper_and_prints_json_lines(fake_gateway, tmp_pat
     assert gw.events_of("start")[0][1]["start"]["customParameters"] == {"From": "+15550001111"}
     media = [b64decode(m["media"]["payload"]) for _, m in gw.events_of("media")]
     spoken = sum(1 for p in media if p != b"\xff" * 160)
-    assert spoken >= 120  # Piper's ~2.3 s sentence and the 0.5 s WAV went out (~140 frames)
+    assert spoken >= 50  # Piper's ~1.3 s sentence and the 0.3 s WAV went out
     with wave.open(str(out), "rb") as w:
         assert w.getframerate() == 8000 and w.getnframes() == (400 + 500 + 300) * 8
 
