@@ -41,31 +41,42 @@ class Responder(Protocol):
 class RuleResponder:
     """The offline default: the appointment state machine phrases its own replies."""
 
-    def __init__(self, conversation, clock: Clock, restore: Callable[[dict], object]) -> None:
+    def __init__(self, conversation, clock: Clock, restore: Callable[[dict], object],
+                 cancel_booking: Callable[[object], None] | None = None) -> None:
         self.conversation = conversation
         self._clock = clock
         self._restore = restore  # snapshot -> Conversation (bound to the same settings and store)
+        self._cancel_booking = cancel_booking  # a booking made by a turn that is rolled back is withdrawn
         self._before: dict[int, dict] = {}  # turn -> dialog snapshot before it, for rollback
+        self._booked: dict[int, object] = {}  # turn -> the booking it made
 
     def decide(self, request: StartReply):
         """Run the state machine for this turn (sync, instant) and return its `DialogReply`."""
         self._before = {request.turn_id: self.conversation.snapshot()}
+        self._booked = {}
         now = self._clock()
         conv = self.conversation
         if request.reprompt:
-            return conv.on_failure(now)
-        if request.dtmf:
-            return conv.on_dtmf(request.dtmf, now)
-        if request.user_text is None:
-            return conv.greet(now)
-        return conv.on_user(request.user_text, now)
+            decided = conv.on_failure(now)
+        elif request.dtmf:
+            decided = conv.on_dtmf(request.dtmf, now)
+        elif request.user_text is None:
+            decided = conv.greet(now)
+        else:
+            decided = conv.on_user(request.user_text, now)
+        return self._note_booking(request.turn_id, decided)
+
+    def _note_booking(self, turn_id: int, decided):
+        if getattr(decided, "booking", None) is not None:
+            self._booked[turn_id] = decided.booking
+        return decided
 
     def redecide(self, turn_id: int, intent, day, at):
         """Undo this turn's decision and apply slots an LLM extracted instead (same transitions)."""
         before = self._before.get(turn_id)
         if before is not None:
             self.conversation = self._restore(before)
-        return self.conversation.on_slots(day, at, intent, self._clock())
+        return self._note_booking(turn_id, self.conversation.on_slots(day, at, intent, self._clock()))
 
     def now(self) -> datetime:
         return self._clock()
@@ -80,6 +91,9 @@ class RuleResponder:
         before = self._before.pop(turn_id, None)
         if before is not None:
             self.conversation = self._restore(before)
+        booking = self._booked.pop(turn_id, None)
+        if booking is not None and self._cancel_booking is not None:
+            self._cancel_booking(booking)
 
     def snapshot(self) -> dict:
         return self.conversation.snapshot()

@@ -150,6 +150,12 @@ class Store:
                 return None
         return Booking(int(cursor.lastrowid or 0), start, call_sid, caller, created)
 
+    def cancel(self, booking_id: int, call_sid: str) -> bool:
+        """Withdraw a booking, only by the call that made it (a turn the caller never heard was undone)."""
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM bookings WHERE id = ? AND call_sid = ?", (booking_id, call_sid))
+        return cursor.rowcount == 1
+
     def is_free(self, start: datetime) -> bool:
         _require_aware(start, "start")
         return not self._query("SELECT 1 FROM bookings WHERE start_ts = ?", (int(start.timestamp()),))

@@ -246,6 +246,7 @@ class ListenSession:
         self.events: list[Onset | Interim | End] = []  # what the detector saw in the last on_audio
 
     def on_audio(self, data: bytes) -> list[Action]:
+        self.events = []
         if self.closed:
             return []
         self._sha.update(data)

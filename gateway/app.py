@@ -69,7 +69,10 @@ class Gateway:
                 return Conversation.restore(snapshot, self.dialog_settings, self.store)
             return Conversation(self.dialog_settings, self.store, call_sid=call.call_sid, caller=caller)
 
-        return RuleResponder(new(), self.clock, restore=new)
+        def cancel(booking) -> None:
+            self.store.cancel(booking.id, booking.call_sid)
+
+        return RuleResponder(new(), self.clock, restore=new, cancel_booking=cancel)
 
     async def startup(self) -> None:
         settings = self.settings

@@ -28,6 +28,7 @@ import secrets
 import time
 from ipaddress import ip_address
 from typing import Mapping
+from urllib.parse import urlsplit
 
 SCOPES = ("dashboard", "softphone")
 # Dashboard tokens live 10 minutes: the page refreshes them while it is open, and an open
@@ -114,16 +115,32 @@ def bearer(headers: Mapping[str, str]) -> str:
     return token.strip() if kind.lower() == "bearer" else ""
 
 
-def is_local(client_host: str | None, headers: Mapping[str, str]) -> bool:
-    """A request made from this machine, not relayed by a proxy."""
-    if "x-forwarded-for" in headers or "forwarded" in headers or "x-real-ip" in headers:
-        return False
-    if not client_host:
-        return False
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
     try:
-        return ip_address(client_host).is_loopback
+        return ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def is_local(client_host: str | None, headers: Mapping[str, str]) -> bool:
+    """A request made from this machine, for this machine, not relayed by a proxy.
+
+    The client address alone is not enough. A web page the operator opens in a browser on the same
+    machine also connects from 127.0.0.1: browsers do not apply CORS to WebSockets, so a foreign
+    page could read the live feed (cross-site WebSocket hijacking), and a DNS-rebound name could
+    read the API. So the Host asked for, and the Origin of a browser request, must be loopback too.
+    """
+    if "x-forwarded-for" in headers or "forwarded" in headers or "x-real-ip" in headers:
+        return False
+    if not client_host or not _loopback(client_host):
+        return False
+    host = headers.get("host", "")
+    if host and not _loopback(urlsplit(f"//{host}").hostname or ""):
+        return False
+    origin = headers.get("origin", "")
+    return not origin or _loopback(urlsplit(origin).hostname or "")
 
 
 class Access:

@@ -45,6 +45,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway import metrics
 from gateway.auth import CLOSE_UNAUTHORIZED, Access, bearer
+from gateway.logs import event as log_event
 
 log = logging.getLogger("voicegate.dashboard")
 
@@ -57,6 +58,7 @@ MAX_TURNS_PER_CALL = 100  # turns kept per call for snapshots; the store keeps e
 RECENT_CALLS = 10  # ended calls kept for the snapshot (the history table reads the store)
 STATUS_INTERVAL_S = 2.0  # provider status is checked this often, and pushed only when it changed
 MAX_LOGIN_BYTES = 4096  # a login form holds one token
+MIN_DASHBOARD_TOKEN_CHARS = 24  # shorter is guessable at the HTTP rate limit; warned about, not refused
 CLOSE_SLOW_CONSUMER = 4002  # same meaning as the media endpoint's code
 
 BREAKER_STATES = {0: "closed", 1: "half_open", 2: "open"}  # voicegate_circuit_breaker_state values
@@ -134,16 +136,13 @@ class DashboardHub:
         now = time.time()
         match kind:
             case "call_started":
-                call = {"call_sid": call_sid, "caller": data.get("caller", ""),
-                        "direction": data.get("direction", ""), "started_at": now, "turns": deque(maxlen=MAX_TURNS_PER_CALL)}
-                self.live[call_sid] = call
+                call = self.live[call_sid] = _new_call(call_sid, data.get("caller", ""), data.get("direction", ""), now)
                 message = {"type": kind, "call": _call_json(call)}
             case "turn":
                 turn = {k: v for k, v in data.items() if k != "call_sid"}
                 call = self.live.get(call_sid)
                 if call is None:  # the hub came up mid-call: start tracking it now
-                    call = self.live[call_sid] = {"call_sid": call_sid, "caller": "", "direction": "",
-                                                  "started_at": now, "turns": deque(maxlen=MAX_TURNS_PER_CALL)}
+                    call = self.live[call_sid] = _new_call(call_sid, "", "", now)
                 call["turns"].append(turn)
                 message = {"type": kind, "call_sid": call_sid, "turn": turn}
             case "call_ended":
@@ -169,7 +168,7 @@ class DashboardHub:
             self.dropped_total += 1
             metrics.DASHBOARD_DROPPED.inc()
             metrics.DASHBOARD_SUBSCRIBERS.dec()
-            log.warning("dashboard subscriber too slow: dropped", extra={"fields": {"backlog": sub.limit}})
+            log_event(log, "dashboard subscriber too slow: dropped", logging.WARNING, backlog=sub.limit)
         self._stop_ticker_if_idle()
 
     # ---- dashboards
@@ -236,6 +235,11 @@ class DashboardHub:
         if not self._subscribers and self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+
+
+def _new_call(call_sid: str, caller: str, direction: str, started_at: float) -> dict[str, Any]:
+    return {"call_sid": call_sid, "caller": caller, "direction": direction, "started_at": started_at,
+            "turns": deque(maxlen=MAX_TURNS_PER_CALL)}
 
 
 def _call_json(call: dict) -> dict:
@@ -349,6 +353,11 @@ async def _login_secret(request: Request) -> str:
 def install(app: Starlette, gw: Any) -> DashboardHub:
     """Add the dashboard's routes to `app` and point the calls' event hook at a new hub."""
     access = Access(gw.settings.dashboard_token)
+    if access.enabled and len(gw.settings.dashboard_token) < MIN_DASHBOARD_TOKEN_CHARS:
+        log_event(log, "DASHBOARD_TOKEN is short: use a long random value (e.g. `openssl rand -hex 32`)",
+                  logging.WARNING, min_chars=MIN_DASHBOARD_TOKEN_CHARS)
+    elif not access.enabled:
+        log_event(log, "DASHBOARD_TOKEN is not set: the dashboard and softphone answer local requests only")
     hub = DashboardHub(lambda: provider_status(gw))
     previous = gw.services.on_call_event
 
@@ -366,8 +375,10 @@ def install(app: Starlette, gw: Any) -> DashboardHub:
 
     async def token(request: Request) -> Response:
         presented = await _login_secret(request)
-        reason = access.login(presented, _client_host(request.scope), request.headers)
+        client = _client_host(request.scope)
+        reason = access.login(presented, client, request.headers)
         if reason is not None:
+            log_event(log, "dashboard login refused", logging.WARNING, reason=reason, client=client)
             return _refusal(reason)
         return JSONResponse({**access.issue(), "mode": "token" if access.enabled else "local"},
                             headers={"cache-control": "no-store"})

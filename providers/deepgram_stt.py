@@ -73,6 +73,8 @@ STABLE_CONNECTION_SECONDS = 10.0
 # Audio kept for replay: an utterance longer than this without any final result is cut at its
 # start on reconnect. 30 s matches max_utterance_seconds; 240 kB per call.
 REPLAY_SECONDS = 30.0
+# A dropped socket's close handshake runs in the background for at most this long.
+SOCKET_CLOSE_SECONDS = 2.0
 # Replayed audio goes out in messages of up to this much (fewer frames than 20 ms each).
 REPLAY_MESSAGE_BYTES = BYTES_PER_SECOND // 2
 
@@ -201,6 +203,10 @@ class DeepgramStt:
         return DeepgramStream(self, call, on_result)
 
 
+# Background close handshakes of dropped sockets, referenced until done (asyncio keeps weak refs).
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
 class _Dropped(Exception):
     """The socket failed or ended unasked: reconnect (with backoff) and replay."""
 
@@ -274,8 +280,7 @@ class DeepgramStream:
                 self._wake.set()
                 await asyncio.wait({task}, timeout=self._opts.close_timeout)
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await asyncio.gather(task, return_exceptions=True)
         except asyncio.CancelledError:
             if task is not None:
                 task.cancel()
@@ -334,7 +339,8 @@ class DeepgramStream:
     async def _run_connection(self) -> None:
         self._owner.counters.count("request")
         self._healthy = False
-        async with contextlib.AsyncExitStack() as stack:
+        stack = contextlib.AsyncExitStack()
+        try:
             try:
                 async with asyncio.timeout(self._opts.connect_timeout):
                     conn = await stack.enter_async_context(
@@ -365,6 +371,23 @@ class DeepgramStream:
                 await self._pump(conn)
             finally:
                 self._conn = None
+        except BaseException:
+            # A dropped, stalled or cancelled socket: its close handshake (up to the SDK's 10 s
+            # close timeout against a dead peer) runs in the background, so neither the reconnect
+            # nor close() waits for it.
+            self._close_later(stack)
+            raise
+        await stack.aclose()  # the server closed it cleanly: nothing to wait for
+
+    def _close_later(self, stack: contextlib.AsyncExitStack) -> None:
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(SOCKET_CLOSE_SECONDS):
+                    await stack.aclose()
+
+        task = asyncio.get_running_loop().create_task(close())
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
 
     async def _pump(self, conn: Any) -> None:
         receiver = asyncio.create_task(self._receive(conn))

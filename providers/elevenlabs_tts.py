@@ -238,8 +238,7 @@ class ElevenLabsMultiStream:
             asyncio.get_running_loop()
         except RuntimeError:
             return
-        task = self._start_connect()
-        task.add_done_callback(_consume)
+        self._start_connect()
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         if self._closed:
@@ -329,6 +328,7 @@ class ElevenLabsMultiStream:
         task = self._connecting
         if task is None or task.done():
             task = self._connecting = asyncio.get_running_loop().create_task(self._open())
+            task.add_done_callback(_consume)  # its awaiter may have been cancelled meanwhile
         return task
 
     async def _socket(self) -> ClientConnection:
@@ -422,7 +422,7 @@ class ElevenLabsSingleStream:
         self._prepare_spare()
 
     def _prepare_spare(self) -> None:
-        if self._closed or (self._spare is not None and not self._spare.done()):
+        if self._closed or self._spare is not None:
             return
         self._spare = asyncio.get_running_loop().create_task(self._owner.connect())
         self._spare.add_done_callback(_consume)
@@ -446,6 +446,32 @@ class ElevenLabsSingleStream:
         self.connections += 1
         return ws
 
+    async def _open_and_send(self, text: str) -> ClientConnection:
+        """A socket with the sentence sent: the spare, or a fresh one if the spare was closed
+        (the server closes idle sockets) by the time it was used."""
+        owner = self._owner
+        for attempt in (1, 2):
+            try:
+                ws = await self._take_socket()
+            except ProviderError:
+                owner.counters.count("error")
+                raise
+            self._prepare_spare()
+            try:
+                await ws.send(owner.init_message())
+                await ws.send(_json(SendText(text=text + " ", flush=True)))
+                await ws.send(_json(CloseConnection()))
+                self._live.add(ws)
+                return ws
+            except ConnectionClosed:
+                if attempt == 2:
+                    owner.counters.count("error")
+                    raise ProviderError(PROVIDER, "socket closed while sending text") from None
+            except BaseException:
+                _close_soon(ws)
+                raise
+        raise AssertionError("unreachable")
+
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         if self._closed:
             raise ProviderError(PROVIDER, "stream is closed", retryable=False)
@@ -455,20 +481,8 @@ class ElevenLabsSingleStream:
         owner = self._owner
         owner.counters.count("request")
         heard = False
+        ws = await self._open_and_send(text)
         try:
-            ws = await self._take_socket()
-        except ProviderError:
-            owner.counters.count("error")
-            raise
-        self._live.add(ws)
-        self._prepare_spare()
-        try:
-            try:
-                await ws.send(owner.init_message())
-                await ws.send(_json(SendText(text=text + " ", flush=True)))
-                await ws.send(_json(CloseConnection()))
-            except ConnectionClosed:
-                raise ProviderError(PROVIDER, "socket closed while sending text") from None
             timeout, what = owner.timeouts.first_byte, "first audio"
             while True:
                 try:
@@ -501,10 +515,7 @@ class ElevenLabsSingleStream:
             raise
         finally:
             self._live.discard(ws)
-            if ws.state is not State.CLOSED:
-                # Cancelled mid-sentence or done: this socket is spent either way.
-                task = asyncio.get_running_loop().create_task(_close_quietly(ws))
-                task.add_done_callback(_consume)
+            _close_soon(ws)  # cancelled mid-sentence or done: this socket is spent either way
 
     async def close(self) -> None:
         if self._closed:
@@ -543,6 +554,17 @@ async def _send_quietly(ws: ClientConnection, message: str) -> None:
 async def _close_quietly(ws: ClientConnection) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_SECONDS)
+
+
+def _close_soon(ws: ClientConnection) -> None:
+    if ws.state is not State.CLOSED:
+        task = asyncio.get_running_loop().create_task(_close_quietly(ws))
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+
+# Background closes, referenced until done (the event loop keeps only weak references to tasks).
+_CLOSING: set[asyncio.Task[None]] = set()
 
 
 def _consume(task: asyncio.Task[Any]) -> None:

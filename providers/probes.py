@@ -29,6 +29,7 @@ import time
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
+import httpx
 import openai
 from deepgram.core.api_error import ApiError as DeepgramApiError
 from elevenlabs.client import AsyncElevenLabs
@@ -211,9 +212,10 @@ async def _openai(settings: Settings) -> str:
 
 
 async def _elevenlabs(settings: Settings) -> str:
+    http = httpx.AsyncClient(timeout=AUTH_TIMEOUT_SECONDS)
     client = AsyncElevenLabs(api_key=settings.elevenlabs_api_key.strip(),
-                             base_url=settings.elevenlabs_base_url.strip() or None, timeout=AUTH_TIMEOUT_SECONDS)
-    http = client._client_wrapper.httpx_client.httpx_client
+                             base_url=settings.elevenlabs_base_url.strip() or None, timeout=AUTH_TIMEOUT_SECONDS,
+                             httpx_client=http)
     try:
         await client.user.get(request_options={"max_retries": 0})
         return ""

@@ -113,12 +113,12 @@ async def test_the_live_feed_follows_a_softphone_call(dashboard_gateway):
         snapshot = orjson.loads(await asyncio.wait_for(feed.recv(), 5))
         assert snapshot["type"] == "snapshot" and snapshot["status"]["ready"] is True
         media = ws_url(dashboard_gateway, f"/twilio/media?token={tokens['softphone']}")
-        report = await run_call(media, [CallerTurn(text=SENTENCE)], parameters={"caller": "softphone", "direction": "browser"},
-                                max_call_s=90)
+        report = await run_call(media, [CallerTurn(text=SENTENCE)], max_call_s=90,
+                                parameters={"caller": "softphone", "direction": "browser"})
         assert report.ok and report.completed, report.to_json()
         events = await _feed_until(feed, lambda m: m["type"] == "call_ended" and m["call_sid"] == report.call_sid, 30)
 
-    mine = [e for e in events if e.get("call_sid") == report.call_sid or e.get("call", {}).get("call_sid") == report.call_sid]
+    mine = [e for e in events if report.call_sid in (e.get("call_sid"), e.get("call", {}).get("call_sid"))]
     assert [e["type"] for e in mine][0] == "call_started" and mine[-1]["type"] == "call_ended"
     started = mine[0]["call"]
     assert started["direction"] == "browser" and started["caller"] == "***"  # masked, like every caller
@@ -129,8 +129,8 @@ async def test_the_live_feed_follows_a_softphone_call(dashboard_gateway):
     assert answer["agent_text"] and answer["heard_text"]  # the caller's mark echoes reached the gateway
     assert answer["interrupted"] is False
     timings = answer["timings"]
-    for key in ("vad_ms", "stt_ms", "llm_first_sentence_ms", "tts_first_byte_ms", "gateway_overhead_ms", "voice_to_voice_ms"):
-        assert key in timings
+    assert {"vad_ms", "stt_ms", "llm_first_sentence_ms", "tts_first_byte_ms", "gateway_overhead_ms",
+            "voice_to_voice_ms"} <= timings.keys()
     assert timings["voice_to_voice_ms"] > 0
 
     # The same transcript is in the store, behind the dashboard token.
@@ -151,3 +151,21 @@ def test_without_a_dashboard_token_only_local_requests_get_in(offline_gateway):
     for method, path in (("POST", "/api/token"), ("GET", "/api/calls"), ("GET", "/")):
         status, _, body = http(base + path, method, b"" if method == "POST" else None, relayed)
         assert status == 403 and b"DASHBOARD_TOKEN" in body, path
+
+
+async def test_without_a_dashboard_token_foreign_pages_cannot_reach_the_feed(offline_gateway):
+    # Open mode trusts this machine, not every web page open in a browser on it: WebSockets are not
+    # subject to CORS, so the Origin is checked, and the Host (against DNS rebinding).
+    feed = ws_url(offline_gateway, "/ws/dashboard")
+    async with connect(feed, origin=f"http://127.0.0.1:{offline_gateway.port}") as ws:
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "snapshot"
+    with pytest.raises(InvalidStatus):
+        async with connect(feed, origin="https://evil.example", open_timeout=5):
+            pass
+    with pytest.raises(InvalidStatus):
+        media = ws_url(offline_gateway, "/twilio/media?token=x")
+        async with connect(media, origin="https://evil.example", open_timeout=5):
+            pass
+    rebound = {"Host": f"rebound.example:{offline_gateway.port}"}
+    status, _, body = http(offline_gateway.url + "/api/calls", headers=rebound)
+    assert status == 403 and b"DASHBOARD_TOKEN" in body

@@ -91,7 +91,8 @@ def test_the_grafana_dashboard_covers_the_product_metrics():
     for needed in ("histogram_quantile(0.95, sum by (le) (rate(voicegate_voice_to_voice_seconds_bucket",
                    "voicegate_active_calls", "voicegate_errors_total", "voicegate_turns_total",
                    'voicegate_response_cache_total{result="hit"}', "voicegate_vad_end_delay_seconds",
-                   "voicegate_stt_latency_seconds", "voicegate_llm_first_token_seconds", "voicegate_tts_first_byte_seconds",
+                   "voicegate_stt_latency_seconds", "voicegate_llm_first_token_seconds",
+                   "voicegate_tts_first_byte_seconds",
                    "voicegate_gateway_overhead_seconds", "voicegate_circuit_breaker_state",
                    "voicegate_provider_errors_total"):
         assert needed in text, needed
@@ -208,8 +209,8 @@ async def test_prometheus_loads_and_evaluates_the_alert_rules(prometheus):
             time.sleep(0.5)
 
     rules = await asyncio.to_thread(rules_health)
-    assert {r["name"] for r in rules} == {"VoicegateVoiceLatencyHigh", "VoicegateErrorRateHigh", "VoicegateReplyQualityLow",
-                                         "VoicegateCircuitBreakerOpen", "VoicegateDown"}
+    assert {r["name"] for r in rules} == {"VoicegateVoiceLatencyHigh", "VoicegateErrorRateHigh",
+                                         "VoicegateReplyQualityLow", "VoicegateCircuitBreakerOpen", "VoicegateDown"}
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
 
 

@@ -112,6 +112,14 @@ def test_local_means_loopback_without_proxy_headers():
     # A proxy on the same machine connects from 127.0.0.1 but relays someone else.
     assert not is_local("127.0.0.1", {"x-forwarded-for": "203.0.113.9"})
     assert not is_local("127.0.0.1", {"forwarded": "for=203.0.113.9"})
+    # The page and its API asked for by a loopback name, from a loopback origin (or no browser at all).
+    assert is_local("127.0.0.1", {"host": "127.0.0.1:8000", "origin": "http://127.0.0.1:8000"})
+    assert is_local("127.0.0.1", {"host": "localhost:8000", "origin": "http://localhost:8000"})
+    assert is_local("::1", {"host": "[::1]:8000"})
+    # A foreign page open in the operator's browser (WebSockets are not subject to CORS)...
+    assert not is_local("127.0.0.1", {"host": "127.0.0.1:8000", "origin": "https://evil.example"})
+    # ...or a DNS-rebound name pointing at 127.0.0.1.
+    assert not is_local("127.0.0.1", {"host": "evil.example:8000", "origin": "http://evil.example:8000"})
 
 
 def test_access_with_a_dashboard_token():

@@ -1,0 +1,71 @@
+"""Helpers shared by bench/matrix.py, bench/leak.py and bench/pipecat/compare.py (not part of the package)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# The machine counts as quiet when everything on it together uses less than this (% of one core)
+# for QUIET_SECONDS in a row. Other sessions' test suites share this machine; a benchmark run
+# beside one measures the scheduler, not the gateway.
+QUIET_PCT = 25.0
+QUIET_SECONDS = 5
+
+
+def wait_quiet(max_wait_s: float, log=print) -> dict[str, Any]:
+    """Block until the machine is quiet or `max_wait_s` passed; returns what was seen."""
+    import psutil
+
+    start = time.monotonic()
+    streak = 0
+    last = 0.0
+    psutil.cpu_percent(None, percpu=True)
+    while True:
+        time.sleep(1.0)
+        last = sum(psutil.cpu_percent(None, percpu=True))
+        streak = streak + 1 if last < QUIET_PCT else 0
+        waited = time.monotonic() - start
+        if streak >= QUIET_SECONDS:
+            return {"quiet": True, "waited_s": round(waited, 1), "busy_pct": round(last, 1)}
+        if waited >= max_wait_s:
+            log(f"  machine still busy ({last:.0f}% of a core in use by others) after {waited:.0f} s: running anyway")
+            return {"quiet": False, "waited_s": round(waited, 1), "busy_pct": round(last, 1)}
+
+
+def fmt(value: Any, digits: int = 0, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}{unit}"
+    return f"{value}{unit}"
+
+
+def row_figures(r: dict[str, Any] | None) -> dict[str, Any]:
+    """The comparison figures of one bench report (None for a run that did not happen)."""
+    if not r:
+        return {}
+    gw = r.get("gateway") or {}
+    oc = r.get("overhead_caller_ms") or {}
+    og = r.get("overhead_gateway_ms") or {}
+    return {
+        "v2v_p50": r["voice_to_voice_ms"]["p50"], "v2v_p95": r["voice_to_voice_ms"]["p95"],
+        "v2v_p99": r["voice_to_voice_ms"]["p99"],
+        "overhead_caller_p50": oc.get("p50"), "overhead_caller_p99": oc.get("p99"),
+        "overhead_gateway_p99": og.get("p99"),
+        "clear_p50": r["barge_in_clear_ms"]["p50"], "clear_p95": r["barge_in_clear_ms"]["p95"],
+        "underruns": r["underruns"]["count"], "underrun_pct": r["underruns"]["pct_frames"],
+        "underrun_time_pct": r["underruns"]["pct_time"],
+        "failed": r["calls"]["failed"], "placed": r["calls"]["placed"],
+        "reply_timeouts": r["turns"]["reply_timeouts"],
+        "cpu_steady": gw.get("cpu_pct_steady"), "cpu_load": gw.get("cpu_pct_load"),
+        "rss_idle_mb": gw.get("rss_idle_mb"), "rss_peak_mb": gw.get("rss_peak_mb"),
+        "rss_per_call_kb": gw.get("rss_per_call_kb"),
+        "loadgen_limited": r["verdict"]["loadgen_limited"], "contended": r["verdict"].get("contended", False),
+    }
