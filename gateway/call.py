@@ -45,6 +45,7 @@ CLOSE_BUSY = 4029  # over MAX_CONCURRENT_CALLS
 CLOSE_NOT_READY = 1013  # "try again later": engines still loading
 CLOSE_FLOOD = 4008
 CLOSE_TIMEOUT_SECONDS = 2.0
+STREAM_CLOSE_TIMEOUT_SECONDS = 2.0  # a provider slow to close must not hold the call's resources
 LOGGED_PROTOCOL_ERRORS = 5  # per call; the metric counts them all
 # Inbound audio: a phone sends 8000 bytes/s. Network jitter bunches frames, so a burst of a few
 # seconds is normal; audio sustained at several times real time is a broken or hostile client, and
@@ -492,17 +493,15 @@ class MediaCall:
         if self._timer is not None:
             self._timer.cancel()
         info = self.info
+        # The STT stream closes first: its last words (a streaming engine flushes on close) still
+        # reach the core, so the stored transcript has everything the caller said.
+        await self._close_stream(self._stt)
         self._feed(CallEnded(self.loop.time(), self.end_reason))
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
-        for stream in (self._stt, self._tts):
-            if stream is not None:
-                try:
-                    await asyncio.wait_for(stream.close(), 2.0)
-                except Exception:
-                    log.warning("provider stream did not close cleanly", exc_info=True)
+        await self._close_stream(self._tts)
         if self._tasks:
             await asyncio.wait(self._tasks - {current}, timeout=2.0)
         if info is None:
@@ -517,6 +516,14 @@ class MediaCall:
                   duration_s=round(time.time() - self.started_wall, 2))
         self._store("end_call", info.call_sid, time.time(), self.end_reason)
         self._notify("call_ended", {"reason": self.end_reason})
+
+    async def _close_stream(self, stream) -> None:
+        if stream is None:
+            return
+        try:
+            await asyncio.wait_for(stream.close(), STREAM_CLOSE_TIMEOUT_SECONDS)
+        except Exception:
+            log.warning("provider stream did not close cleanly", exc_info=True)
 
     def _store(self, method: str, *args: object) -> None:
         services = self.services

@@ -160,6 +160,15 @@ async def test_ws_closed_stream_refuses_work(emu: EmulatorServer) -> None:
         await synth(stream, FIRST)
 
 
+async def test_ws_socket_closed_between_turns_is_reopened(emu: EmulatorServer) -> None:
+    stream = ElevenLabsWsTts(settings(emu), timeouts=FAST).open_stream(CALL)
+    assert await synth(stream, FIRST) == expected_audio(FIRST)
+    await stream._ws.close()  # as the server does to a socket idle past inactivity_timeout  # type: ignore[union-attr]
+    assert await synth(stream, SECOND) == expected_audio(SECOND)
+    await stream.close()
+    assert len(sockets(emu)) == 2
+
+
 # ---------------------------------------------------------------------- stream-input (single context)
 
 
@@ -171,6 +180,14 @@ async def test_single_context_mode_one_socket_per_sentence(emu: EmulatorServer) 
     used = [r for r in sockets(emu, "stream-input") if r["generations"]]
     assert [r["generations"][0]["text"].strip() for r in used] == [FIRST, SECOND]
     assert all(r["query"]["output_format"] == "ulaw_8000" for r in used)
+
+
+async def test_single_context_closed_spare_is_replaced(emu: EmulatorServer) -> None:
+    stream = ElevenLabsWsTts(settings(emu), multi_context=False, timeouts=FAST).open_stream(CALL)
+    spare = await stream._spare  # type: ignore[misc]
+    await spare.close()  # the server closed the idle spare
+    assert await synth(stream, FIRST) == expected_audio(FIRST)
+    await stream.close()
 
 
 async def test_single_context_cancel_then_next_sentence(emu: EmulatorServer) -> None:

@@ -168,3 +168,23 @@ def test_retry_after_header_forms() -> None:
     assert 25 < retry_after_seconds({"retry-after": future}) <= 30  # type: ignore[operator]
     assert retry_after_seconds({"retry-after": "soon"}) is None
     assert retry_after_seconds({}) is None
+
+
+async def test_cancel_mid_stream_then_the_next_request_works(emu: EmulatorServer) -> None:
+    emu.config.llm_token_rate = 20.0  # slow enough to interrupt
+    emu.config.openai.script = ["One two three four five six seven eight nine ten.", "Hello again."]
+    llm = make_llm(emu)
+    got: list[object] = []
+
+    async def consume() -> None:
+        async for chunk in llm.stream(MESSAGES):
+            got.append(chunk)
+
+    task = asyncio.create_task(consume())
+    while not got:
+        await asyncio.sleep(0.01)
+    task.cancel()  # barge-in
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert "".join(await collect(llm)) == "Hello again."  # type: ignore[arg-type]
+    assert emu.log.openai[0]["tokens_sent"] < 10
