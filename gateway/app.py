@@ -18,8 +18,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from dialog.latency import LatencySuite
+from dialog.llm_responder import LlmResponder
 from dialog.machine import Conversation, DialogSettings
-from dialog.responder import RuleResponder
+from dialog.responder import Responder, RuleResponder
 from dialog.store import Store
 from gateway import auth, dashboard, metrics, twiml
 from gateway.call import CLOSE_BUSY, CLOSE_FORBIDDEN, CLOSE_NOT_READY, CallServices, MediaCall
@@ -27,7 +29,11 @@ from gateway.config import Settings
 from gateway.logs import event as log_event, mask_number
 from gateway.security import RateLimits, SecurityMiddleware, TwilioSignatures
 from gateway.session import SessionSettings
-from providers.base import CallInfo
+from providers import retry
+from gateway.dial import place_call
+from providers.base import CallInfo, ProviderError
+from providers.probes import ProbeCache
+from providers.breaker import BreakerBoard, BreakerState
 from providers.engines import Engines
 
 log = logging.getLogger("voicegate.app")
@@ -38,7 +44,14 @@ class Gateway:
 
     def __init__(self, settings: Settings, engines: Engines | None = None, clock=None) -> None:
         self.settings = settings
-        self.engines = engines or Engines(settings)
+        self.engines = engines or Engines(settings, board=BreakerBoard(on_change=_breaker_metric))
+        retry.on_provider_event = _provider_metric
+        self.latency = LatencySuite(mode=settings.latency_optimization_mode, observer=_latency_metric)
+        self.twilio = None
+        if settings.twilio_rest_enabled:
+            from providers.twilio_rest import TwilioRest
+
+            self.twilio = TwilioRest(settings)
         self.tz = ZoneInfo(settings.timezone)
         self.clock = clock or (lambda: datetime.now(self.tz))
         self.dialog_settings = DialogSettings(timezone=settings.timezone)
@@ -55,13 +68,20 @@ class Gateway:
         self.services = CallServices(
             settings=settings, engines=self.engines, make_responder=self.make_responder,
             store=self.store, run_store=self.run_store,
+            hang_up=self.hang_up if self.twilio is not None else None,
         )
         self._load_task: asyncio.Task | None = None
 
     async def run_store(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._store_pool, fn, *args)
 
-    def make_responder(self, call: CallInfo) -> RuleResponder:
+    async def hang_up(self, call_sid: str, transfer_to: str) -> bool:
+        """End (or transfer) the call through Twilio's REST API; False if that did not work."""
+        if transfer_to:
+            return await self.twilio.transfer(call_sid, transfer_to)
+        return await self.twilio.hang_up(call_sid)
+
+    def make_responder(self, call: CallInfo) -> Responder:
         caller = call.parameters.get("caller", call.parameters.get("From", ""))
 
         def new(snapshot: dict | None = None) -> Conversation:
@@ -72,7 +92,10 @@ class Gateway:
         def cancel(booking) -> None:
             self.store.cancel(booking.id, booking.call_sid)
 
-        return RuleResponder(new(), self.clock, restore=new, cancel_booking=cancel)
+        rules = RuleResponder(new(), self.clock, restore=new, cancel_booking=cancel)
+        if self.engines.llms:
+            return LlmResponder(rules, self.engines.llms, self.latency, business=self.dialog_settings.business_name)
+        return rules
 
     async def startup(self) -> None:
         settings = self.settings
@@ -93,7 +116,9 @@ class Gateway:
             self._load_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._load_task
-        self.engines.close()
+        await self.engines.aclose()
+        if self.twilio is not None:
+            await self.twilio.close()
         self._store_pool.shutdown(wait=True)
 
 
@@ -204,14 +229,38 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         rows = await gw.run_store(gw.store.list_bookings)
         return JSONResponse({"bookings": [_mask_booking(b.to_dict()) for b in rows]})
 
+    probes = ProbeCache()
+
+    async def connectivity(request: Request) -> Response:
+        # Probes are real (DNS, connect, auth) but cached for a few seconds: not a way to hammer providers.
+        return JSONResponse(await probes.get(settings))
+
+    async def create_call(request: Request) -> Response:
+        if not settings.dashboard_token or not auth.same_secret(auth.bearer(request.headers), settings.dashboard_token):
+            return JSONResponse({"error": "a valid bearer token (DASHBOARD_TOKEN) is required"}, status_code=401)
+        if gw.twilio is None:
+            return JSONResponse({"error": "outbound calls need TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"},
+                                status_code=503)
+        try:
+            body = await request.json()
+            sid = await place_call(settings, gw.twilio, str(body.get("to", "")), str(body.get("from", "")))
+        except (ValueError, AttributeError) as exc:
+            return JSONResponse({"error": str(exc) or "the body must be JSON: {\"to\": \"+1...\"}"}, status_code=400)
+        except ProviderError as exc:
+            return JSONResponse({"error": f"Twilio refused the call: {exc}"}, status_code=502)
+        log_event(log, "outbound call placed", call_sid=sid, to=mask_number(str(body.get("to", ""))))
+        return JSONResponse({"call_sid": sid}, status_code=201)
+
     routes = [
         Route("/twilio/voice", voice, methods=["POST"]),
+        Route("/debug/connectivity", connectivity),
         Route("/twilio/status", status, methods=["POST"]),
         WebSocketRoute("/twilio/media", media),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_route),
-        Route("/api/calls", list_calls),
+        Route("/api/calls", list_calls, methods=["GET"]),
+        Route("/api/calls", create_call, methods=["POST"]),
         Route("/api/calls/{call_sid}", get_call),
         Route("/api/bookings", bookings),
     ]
@@ -225,6 +274,36 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     app.state.gateway = gw
     dashboard.install(app, gw)  # GET /, /ws/dashboard, /api/token, /static; the live-call feed
     return app
+
+
+def _breaker_metric(provider: str, state: BreakerState) -> None:
+    metrics.BREAKER_STATE.labels(provider).set(int(state))
+
+
+def _provider_metric(provider: str, role: str, kind: str) -> None:
+    match kind:
+        case "request":
+            metrics.PROVIDER_REQUESTS.labels(provider, role).inc()
+        case "error":
+            metrics.PROVIDER_ERRORS.labels(provider, role, "error").inc()
+            metrics.ERRORS.labels(f"{role}_provider", provider).inc()
+        case "retry":
+            metrics.PROVIDER_RETRIES.labels(provider, role).inc()
+        case "fallback":
+            metrics.FALLBACKS.labels(role, provider).inc()
+
+
+def _latency_metric(kind: str, data: dict) -> None:
+    match kind:
+        case "quick":
+            metrics.QUICK_RESPONSES.labels("hit" if data["hit"] else "miss").inc()
+        case "cache":
+            metrics.CACHE.labels("hit" if data["hit"] else "miss").inc()
+        case "shadow_diff":
+            metrics.SHADOW_DIFFS.inc()
+        case "quality":
+            metrics.QUALITY.observe(data["score"])
+            metrics.QUALITY_AVG.set(data["average"])
 
 
 def fixed_prompt_sentences(settings: DialogSettings) -> list[str]:

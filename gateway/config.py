@@ -50,6 +50,7 @@ class Settings:
     twilio_auth_token: str = ""
     twilio_api_base_url: str = ""
     twilio_validate_signatures: bool = True  # only meaningful when twilio_auth_token is set
+    twilio_caller_id: str = ""  # the Twilio number outbound calls come from, when the request names none
 
     # --- state ---
     redis_url: str = ""

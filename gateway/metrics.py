@@ -50,8 +50,8 @@ GATEWAY_OVERHEAD = Histogram("voicegate_gateway_overhead_seconds",
 PROVIDER_REQUESTS = Counter("voicegate_provider_requests_total", "Provider requests", ["provider", "role"])
 PROVIDER_ERRORS = Counter("voicegate_provider_errors_total", "Provider failures", ["provider", "role", "kind"])
 PROVIDER_RETRIES = Counter("voicegate_provider_retries_total", "Provider retries", ["provider", "role"])
-FALLBACKS = Counter("voicegate_fallbacks_total", "Fallbacks to the next engine in a chain",
-                    ["role", "from_provider", "to_provider"])
+FALLBACKS = Counter("voicegate_fallbacks_total", "Fallbacks past an engine to the next in its chain",
+                    ["role", "from_provider"])
 BREAKER_STATE = Gauge("voicegate_circuit_breaker_state", "0 closed, 1 half-open, 2 open", ["provider"],
                       **({"multiprocess_mode": "max"} if _MULTIPROCESS else {}))
 

@@ -12,8 +12,9 @@ How the stream stays alive and loses nothing:
   buffer keeps every byte not yet covered by a final transcript (bounded), so when the socket drops
   the stream reconnects after a capped, jittered backoff and replays that audio: the caller's words
   in flight are transcribed on the new socket instead of being lost.
-- A Finalize (the local VAD ended the turn) that gets no final result within `result_timeout`
-  means a stalled socket: it is treated like a drop (reconnect, replay, Finalize again).
+- A Finalize (the local VAD ended the turn) left unanswered for `result_timeout` by a server that
+  also ignored the audio sent before it means a stalled socket: it is treated like a drop
+  (reconnect, replay, Finalize again).
 - A refused key (HTTP 401/403 at the handshake) is not retried. When the stream gives up, for that
   or after too many reconnects, it reports one `SttResult(error=...)` so the call can apologise.
 
@@ -62,9 +63,14 @@ KEEPALIVE_SECONDS = 4.0
 CONNECT_TIMEOUT_SECONDS = 3.0
 # close(): CloseStream makes Deepgram flush its last results and a Metadata summary, then close.
 CLOSE_TIMEOUT_SECONDS = 1.5
-# After Finalize a final result normally follows within ~100-300 ms; 3 s without one is a stall.
+# After Finalize a final result normally follows within ~100-300 ms; 3 s without one is a stall...
 RESULT_TIMEOUT_SECONDS = 3.0
-# Consecutive failed connects/drops before the stream gives up (with backoff ~0.1+0.2+0.4+0.8 s).
+# ...but only if the server also ignored this much audio: Deepgram answers a Finalize only "when
+# there is a noticeable amount of audio buffered", so silence after a Finalize that followed its
+# own speech_final is normal, and must not cost a reconnect.
+STALL_MIN_AUDIO_BYTES = BYTES_PER_SECOND // 2
+# Connect attempts in a row that may fail (refused, timed out, dropped early) before the stream gives
+# up; the waits between them grow ~0.15, 0.3, 0.6 s (providers.retry.backoff_delay).
 MAX_CONNECT_ATTEMPTS = 4
 # Reconnects over a whole call: a socket that keeps dying is worse than falling back.
 MAX_RECONNECTS_PER_CALL = 20
@@ -233,6 +239,8 @@ class DeepgramStream:
         self._conn_base = 0  # call-stream offset where the current socket's audio clock starts
         self._last_activity = 0.0  # loop time of the last audio or KeepAlive sent
         self._finalize_sent_at: float | None = None  # awaiting a from_finalize result since then
+        self._last_message_at = 0.0  # loop time of the last message from the server
+        self._audio_since_message = 0  # bytes sent since then: a server that ignores audio is stalled
         self._healthy = False  # the current socket delivered a final result
         self._closing = False
         self._closed = False
@@ -359,7 +367,8 @@ class DeepgramStream:
             self._conn = conn
             self._buffer.rewind()
             self._conn_base = self._buffer.start
-            self._last_activity = asyncio.get_running_loop().time()
+            self._last_activity = self._last_message_at = asyncio.get_running_loop().time()
+            self._audio_since_message = 0
             if self._finalize_sent_at is not None:
                 self._finalize_sent_at = None  # set again when it is re-sent
                 if _FINALIZE not in self._controls:
@@ -415,6 +424,8 @@ class DeepgramStream:
         """Every message until the socket ends. Returns on a clean close, raises _Dropped otherwise."""
         try:
             async for message in conn:
+                self._last_message_at = asyncio.get_running_loop().time()
+                self._audio_since_message = 0
                 self._handle(message)
         except asyncio.CancelledError:
             raise
@@ -427,8 +438,10 @@ class DeepgramStream:
         buffer = self._buffer
         while True:
             if buffer.has_unsent():
-                await conn.send_media(buffer.take_unsent(REPLAY_MESSAGE_BYTES))
+                audio = buffer.take_unsent(REPLAY_MESSAGE_BYTES)
+                await conn.send_media(audio)
                 self._last_activity = loop.time()
+                self._audio_since_message += len(audio)
                 continue
             if self._controls:
                 kind = self._controls[0]
@@ -444,8 +457,9 @@ class DeepgramStream:
             await self._wake.wait()
 
     async def _watch(self, conn: Any) -> None:
-        """KeepAlive whenever no audio went out for `keepalive_seconds`; a Finalize left unanswered
-        for `result_timeout` is a stalled socket."""
+        """KeepAlive whenever no audio went out for `keepalive_seconds`. A Finalize left unanswered
+        for `result_timeout`, by a server that said nothing at all since and also ignored the audio
+        sent before it, is a stalled socket."""
         loop = asyncio.get_running_loop()
         interval = self._opts.keepalive_seconds
         while True:
@@ -456,9 +470,11 @@ class DeepgramStream:
                 self.keepalives_sent += 1
             due = self._last_activity + interval
             sent = self._finalize_sent_at
-            if sent is not None:
-                if now - sent >= self._opts.result_timeout:
+            if sent is not None and now - sent >= self._opts.result_timeout:
+                if self._last_message_at < sent and self._audio_since_message >= STALL_MIN_AUDIO_BYTES:
                     raise _Dropped(f"no final result {self._opts.result_timeout:g} s after Finalize")
+                self._finalize_sent_at = sent = None  # nothing was left to finalize: no answer is due
+            if sent is not None:
                 due = min(due, sent + self._opts.result_timeout)
             self._watch_wake.clear()
             with contextlib.suppress(TimeoutError):

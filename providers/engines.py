@@ -1,7 +1,13 @@
 """The engines of this process: built once at startup from `Settings`, shared by every call.
 
-Local models load in worker threads so `/healthz` answers while they load and `/readyz` turns 200
-only once they are in memory. Cloud engines are configured by their keys.
+Each role is a fallback chain over what is configured, in order of quality:
+- STT: Deepgram (when `DEEPGRAM_API_KEY` is set) -> local whisper.
+- LLM: the primary model -> `OPENAI_FALLBACK_MODEL` -> the rule-based dialog (in the responder).
+- TTS: ElevenLabs WebSocket -> ElevenLabs HTTP -> local Piper -> a pre-rendered apology clip,
+  behind a cache of rendered fixed prompts.
+Every engine has a circuit breaker in one `BreakerBoard`, so an open breaker skips it for every
+call of the process. Local models load in worker threads: `/healthz` answers while they load and
+`/readyz` turns 200 only once they are in memory and no configured key was refused.
 """
 
 from __future__ import annotations
@@ -13,9 +19,14 @@ from dataclasses import dataclass, field
 
 from gateway.config import Settings
 from providers.base import LanguageModel, SpeechToText, TextToSpeech
+from providers.breaker import BreakerBoard
+from providers.chain import FallbackStt, FallbackTts, GuardedLlm
 from providers.tts_cache import CachedTts, RenderedAudioCache
 
 log = logging.getLogger("voicegate.engines")
+
+APOLOGY_TEXT = "Sorry, I'm having some trouble on my end. Could you say that again?"
+STARTUP_PROBE_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -23,37 +34,105 @@ class Engines:
     settings: Settings
     stt: SpeechToText | None = None
     tts: TextToSpeech | None = None
-    llm: LanguageModel | None = None
+    llms: list[LanguageModel] = field(default_factory=list)  # primary first; empty = rules only
+    board: BreakerBoard = field(default_factory=BreakerBoard)
     tts_cache: RenderedAudioCache = field(default_factory=RenderedAudioCache)
-    problems: dict[str, str] = field(default_factory=dict)  # role -> why it is not ready (no secrets)
+    problems: dict[str, str] = field(default_factory=dict)  # role/provider -> why it is not ready (no secrets)
     loaded: bool = False
     executors: list[ThreadPoolExecutor] = field(default_factory=list)
+    _closers: list = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
         return self.loaded and self.stt is not None and self.tts is not None and not self.problems
 
+    @property
+    def llm(self) -> LanguageModel | None:
+        return self.llms[0] if self.llms else None
+
     def describe(self) -> dict[str, object]:
         return {
             "stt": getattr(self.stt, "name", None),
-            "llm": getattr(self.llm, "name", None),
+            "llm": ">".join(l.name for l in self.llms) or None,
             "tts": getattr(self.tts, "name", None),
             "loaded": self.loaded,
+            "breakers": self.board.states(),
             "problems": dict(self.problems),
         }
 
     async def load(self) -> None:
-        """Load what the settings ask for. Never raises: a failure is recorded in `problems`."""
+        """Build the chains the settings ask for. Never raises: a failure is recorded in `problems`."""
         settings = self.settings
+        whisper = piper = None
         if settings.local_engines:
             try:
-                await self._load_local()
+                whisper, piper = await self._load_local()
             except Exception as exc:  # a missing extra or a bad model file: say so on /readyz
                 log.exception("local engines failed to load")
                 self.problems["local"] = f"{type(exc).__name__}: {exc}"
+        stt_engines: list[SpeechToText] = []
+        tts_engines: list[TextToSpeech] = []
+        if settings.deepgram_enabled:
+            from providers.deepgram_stt import DeepgramStt
+
+            stt_engines.append(DeepgramStt(settings))
+        if whisper is not None:
+            stt_engines.append(whisper)
+        if settings.elevenlabs_enabled:
+            from providers.elevenlabs_tts import ElevenLabsHttpTts, ElevenLabsWsTts
+
+            tts_engines += [ElevenLabsWsTts(settings), ElevenLabsHttpTts(settings)]
+        apology = b""
+        if piper is not None:
+            tts_engines.append(piper)
+            try:
+                apology = await _render(piper, APOLOGY_TEXT)
+            except Exception:
+                log.exception("rendering the apology clip failed")
+        if settings.openai_enabled:
+            from providers.openai_llm import OpenAiLlm
+
+            primary = OpenAiLlm(settings)
+            self.llms.append(GuardedLlm(primary, self.board.get(f"openai:{primary.name}")))
+            self._closers.append(primary.aclose)
+            fallback = OpenAiLlm.fallback(settings)
+            if fallback is not None:
+                self.llms.append(GuardedLlm(fallback, self.board.get(f"openai:{fallback.name}")))
+                self._closers.append(fallback.aclose)
+            await asyncio.gather(*(l.llm.warm() for l in self.llms))  # connections open before the first call
+        if stt_engines:
+            self.stt = FallbackStt(stt_engines, self.board)
+        else:
+            self.problems.setdefault("stt", "no speech-to-text engine: set DEEPGRAM_API_KEY or install the local extra")
+        if tts_engines:
+            self.tts = CachedTts(FallbackTts(tts_engines, self.board, apology), self.tts_cache)
+        else:
+            self.problems.setdefault("tts", "no text-to-speech engine: set ELEVENLABS_API_KEY or install the local extra")
+        await self._check_keys()
         self.loaded = True
 
-    async def _load_local(self) -> None:
+    async def _check_keys(self) -> None:
+        """A refused key is a readiness error and a log line at startup, not silence on the first call."""
+        settings = self.settings
+        if not (settings.deepgram_enabled or settings.openai_api_key or settings.elevenlabs_enabled
+                or settings.twilio_rest_enabled):
+            return
+        from providers.probes import probe_all
+
+        try:
+            report = await probe_all(settings, timeout=STARTUP_PROBE_TIMEOUT_SECONDS)
+        except Exception:
+            log.exception("startup connectivity probe failed")
+            return
+        for provider, result in report.get("providers", {}).items():
+            status = str(result.get("status", ""))
+            if status == "auth_failed":
+                self.problems[provider] = "credentials refused: check the API key"
+                log.error("%s refused the configured credentials; calls will use the fallback engines", provider)
+            elif status != "ok":
+                log.warning("%s is not reachable at startup: %s", provider, status)
+
+    async def _load_local(self):
         from providers.piper_tts import LocalPiperTts, PiperEngine
         from providers.whisper_stt import LocalWhisperStt, WhisperEngine
 
@@ -66,10 +145,7 @@ class Engines:
             loop.run_in_executor(stt_pool, WhisperEngine.shared, settings.stt_workers),
             loop.run_in_executor(tts_pool, PiperEngine.shared),
         )
-        if self.stt is None:
-            self.stt = LocalWhisperStt(whisper, stt_pool)
-        if self.tts is None:
-            self.tts = CachedTts(LocalPiperTts(piper, tts_pool), self.tts_cache)
+        return LocalWhisperStt(whisper, stt_pool), LocalPiperTts(piper, tts_pool)
 
     async def prerender(self, texts: list[str]) -> None:
         if isinstance(self.tts, CachedTts) and texts:
@@ -78,6 +154,21 @@ class Engines:
             except Exception:
                 log.exception("pre-rendering fixed prompts failed; they will render on first use")
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        for closer in self._closers:
+            try:
+                await closer()
+            except Exception:
+                log.warning("closing an engine failed", exc_info=True)
         for pool in self.executors:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _render(tts: TextToSpeech, text: str) -> bytes:
+    from providers.base import CallInfo
+
+    stream = tts.open_stream(CallInfo("prerender", "prerender"))
+    try:
+        return b"".join([chunk async for chunk in stream.synthesize(text)])
+    finally:
+        await stream.close()

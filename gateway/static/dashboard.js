@@ -263,6 +263,7 @@ function onFeed(message) {
       return;
   }
   renderLive();
+  renderHistory();
   renderSelected();
 }
 
@@ -393,9 +394,10 @@ function renderSelected() {
 
 // ------------------------------------------------------------------------------ latency chart
 
-function niceCeiling(value) {
-  const steps = [250, 500, 1000, 1500, 2000, 3000, 4000, 5000, 7500, 10000, 15000, 20000, 30000];
-  return steps.find((s) => s >= value) || Math.ceil(value / 10000) * 10000;
+// A round gridline step (ms) giving about four lines up to `max`.
+function niceStep(max) {
+  const steps = [50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 30000, 60000];
+  return steps.find((s) => s * 4 >= max) || 60000;
 }
 
 function renderChart(turns) {
@@ -412,12 +414,13 @@ function renderChart(turns) {
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
   const totals = shown.map((t) => SEGMENTS.reduce((sum, [key]) => sum + (turnTiming(t, key) || 0), 0));
-  const top = niceCeiling(Math.max(...totals, ...shown.map((t) => turnTiming(t, "voice_to_voice_ms") || 0), 200));
+  const max = Math.max(...totals, ...shown.map((t) => turnTiming(t, "voice_to_voice_ms") || 0), 200);
+  const step = niceStep(max);
+  const top = step * Math.ceil(max / step);
   const y = (ms) => pad.top + plotH - (ms / top) * plotH;
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "latency per turn" });
-  for (let i = 0; i <= 4; i++) {
-    const value = (top / 4) * i;
-    chart.append(svg("line", { class: i ? "grid" : "axis", x1: pad.left, x2: width - pad.right, y1: y(value), y2: y(value) }));
+  for (let value = 0; value <= top; value += step) {
+    chart.append(svg("line", { class: value ? "grid" : "axis", x1: pad.left, x2: width - pad.right, y1: y(value), y2: y(value) }));
     const label = svg("text", { x: pad.left - 6, y: y(value) + 4, "text-anchor": "end" });
     label.textContent = value >= 1000 ? `${value / 1000}s` : `${value}`;
     chart.append(label);
@@ -500,7 +503,8 @@ async function loadHistory() {
 
 function renderHistory() {
   const rows = state.history.map((call) => {
-    const ended = call.ended_at ? duration(call.ended_at - call.started_at) : "live";
+    const live = state.live.get(call.call_sid);
+    const ended = call.ended_at ? duration(call.ended_at - call.started_at) : live ? "live" : "";
     const row = el(
       "tr",
       { class: call.call_sid === state.selected ? "selected" : "", "data-sid": call.call_sid },
@@ -508,7 +512,7 @@ function renderHistory() {
       el("td", { class: "sid", text: shortSid(call.call_sid), title: call.call_sid }),
       el("td", { text: call.caller || "" }),
       el("td", { text: call.direction || "" }),
-      el("td", { text: String(call.turn_count ?? "") }),
+      el("td", { text: String(live ? live.turns.length : call.turn_count ?? "") }),
       el("td", { text: ended }),
       el("td", { text: call.end_reason || "" }),
     );

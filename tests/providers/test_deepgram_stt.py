@@ -20,7 +20,7 @@ CALL = CallInfo("CA0000000000000000000000000000test", "MZ00000000000000000000000
 
 
 def make_stt(emu: EmulatorServer | None, key: str = "dg-test-key", **options: object) -> DeepgramStt:
-    base = emu.ws_url if emu is not None else f"ws://127.0.0.1:{closed_port()}"
+    base = emu.url if emu is not None else f"ws://127.0.0.1:{closed_port()}"  # http form: ws derived
     opts = DeepgramOptions(**{"connect_timeout": 2.0, "close_timeout": 1.0, **options})  # type: ignore[arg-type]
     return DeepgramStt(Settings(deepgram_api_key=f"  {key}\n", deepgram_base_url=base), opts)
 
@@ -241,3 +241,18 @@ async def test_audio_sent_before_start_is_not_lost(emu: EmulatorServer) -> None:
     await wait_for(lambda: any(r.end_of_turn and r.text for r in results))
     await stream.close()
     assert emu.log.deepgram[0]["audio_bytes"] == len(audio)
+
+
+async def test_an_unanswered_finalize_after_speech_final_is_not_a_stall(emu: EmulatorServer) -> None:
+    # Deepgram answers a Finalize only when audio is buffered: silence then is normal.
+    emu.config.deepgram.script = [UTTERANCE]
+    emu.config.deepgram.finalize_empty_reply = False
+    stream, results = open_stream(make_stt(emu, result_timeout=0.3))
+    await stream.start()
+    await send_frames(stream.send_audio, speech(UTTERANCE) + silence(600))
+    await wait_for(lambda: any(r.end_of_turn and r.text for r in results))
+    stream.end_of_speech(b"")  # the local VAD ends the turn after Deepgram already did
+    await asyncio.sleep(0.6)
+    await stream.close()
+    assert len(emu.log.deepgram) == 1 and stream.reconnects == 0
+    assert len(emu.log.deepgram[0]["finalizes"]) == 1
