@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                           emulators_cpu=args.loadgen_cpu, concurrency=args.concurrency,
                           gateway_command=args.gateway_command, gateway_log_level="WARNING",
                           stt_final_delay=0.0, llm_first_token=0.0, tts_first_byte=0.0, llm_token_rate=1000.0,
-                          llm_reply=REPLY)
+                          llm_reply=REPLY, unique_replies=False)
     if args.loadgen_cpu is not None:
         import os
 

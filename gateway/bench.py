@@ -71,8 +71,12 @@ UTTERANCES = (
     "Thank you very much.",
 )
 # The emulated LLM's reply: two sentences, so sentence-by-sentence TTS runs, and long enough
-# (~3.5 s at the ElevenLabs emulator's 65 ms/char) that a barge-in 500 ms in lands inside it.
+# (~5 s at the ElevenLabs emulator's 65 ms/char) that a barge-in 500 ms in lands inside it.
 LLM_REPLY = "Sure, I can help you with that. Which day and time would suit you best?"
+# By default every LLM answer is different (numbered from this template), as real LLM prose is: the
+# same text every time would be served from the gateway's rendered-audio cache with no TTS wait,
+# and the benchmark would measure a cache. The number leads, so the first phrase differs too.
+LLM_REPLY_TEMPLATE = "Booking {n}: sure, I can help you with that. Which day and time would suit you best for booking {n}?"
 
 # Emulated provider latencies of `--spawn` (seconds), the issue's fixed figures.
 DEFAULT_STT_FINAL_DELAY = 0.15
@@ -129,6 +133,7 @@ class BenchOptions:
     llm_token_rate: float = DEFAULT_LLM_TOKEN_RATE
     tts_first_byte: float = DEFAULT_TTS_FIRST_BYTE
     llm_reply: str = LLM_REPLY
+    unique_replies: bool = True  # a numbered LLM_REPLY_TEMPLATE per request, then llm_reply
     gateway_log_level: str = "INFO"
     latency_mode: str = "disabled"  # every reply through the LLM: the providers' share is then known
     eos_wait_ms: float | None = None  # end-of-speech wait to subtract; default: the Deepgram endpointing asked for
@@ -188,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--llm-first-token", type=float, default=d.llm_first_token, help="s")
     g.add_argument("--llm-token-rate", type=float, default=d.llm_token_rate, help="tokens/s")
     g.add_argument("--tts-first-byte", type=float, default=d.tts_first_byte, help="s")
-    g.add_argument("--llm-reply", default=d.llm_reply)
+    g.add_argument("--llm-reply", default=d.llm_reply, help="the LLM's reply (after the unique ones run out)")
+    g.add_argument("--same-reply", dest="unique_replies", action="store_false",
+                   help="every LLM answer is --llm-reply (lets the gateway's TTS cache answer repeats)")
     g.add_argument("--gateway-log-level", default=d.gateway_log_level)
     g.add_argument("--latency-mode", default=d.latency_mode, help="LATENCY_OPTIMIZATION_MODE of the spawned gateway")
     g.add_argument("--gateway-env", action="append", default=[], metavar="NAME=VALUE",
@@ -532,11 +539,24 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             proc.wait(timeout)
 
 
-def emulator_command(port: int, opts: BenchOptions) -> list[str]:
+def llm_replies(opts: BenchOptions) -> list[str]:
+    """One unique reply per LLM request the run can make (greeting + turns + re-asks, per call, twice over)."""
+    if not opts.unique_replies:
+        return []
+    requests = (opts.total_calls + opts.warmup) * (opts.turns + 2) * 2
+    return [LLM_REPLY_TEMPLATE.format(n=n) for n in range(1, requests + 1)]
+
+
+def emulator_command(port: int, opts: BenchOptions, tmp: Path) -> list[str]:
     cmd = [sys.executable, "-m", "emulators.cli", "--port", str(port),
            "--stt-final-delay", str(opts.stt_final_delay), "--llm-first-token", str(opts.llm_first_token),
            "--llm-token-rate", str(opts.llm_token_rate), "--tts-first-byte", str(opts.tts_first_byte),
            "--llm-reply", opts.llm_reply]
+    replies = llm_replies(opts)
+    if replies:
+        script = tmp / "llm-script.json"
+        script.write_text(json.dumps(replies))
+        cmd += ["--llm-script", str(script)]
     for text in UTTERANCES:
         cmd += ["--transcript", text]
     return cmd
@@ -546,7 +566,7 @@ def start_emulators(opts: BenchOptions, tmp: Path) -> tuple[subprocess.Popen, st
     port = free_port()
     log = tmp / "emulators.log"
     with log.open("wb") as f:
-        proc = subprocess.Popen(pinned_command(emulator_command(port, opts), opts.emulators_cpu), cwd=ROOT,
+        proc = subprocess.Popen(pinned_command(emulator_command(port, opts, tmp), opts.emulators_cpu), cwd=ROOT,
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -853,10 +873,22 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
                  t_start: float, t_end: float) -> dict[str, Any]:
     records = [r for res in results for r in res.get("records", [])]
     gen_errors = [res["error"] for res in results if "error" in res]
-    failed = [r for r in records if r["error"] or not r["completed"]]
+    # A call failed if it ended in error, was cut before its script was done, or a turn got no reply
+    # at all: from the caller's side, an agent that goes silent is a broken call.
+    def failure(r: dict[str, Any]) -> str | None:
+        if r["error"]:
+            return r["error"]
+        if not r["completed"]:
+            return "hung up by the gateway before the script was done" if r["hung_up"] else "script not completed"
+        silent = sum(1 for t in r["turns"] if t["reply_timeout"])
+        if silent:
+            return f"{silent} turn(s) got no reply within max_reply_wait_s"
+        return None
+
+    failed = [r for r in records if failure(r) is not None]
     errors: dict[str, int] = {}
     for r in failed:
-        key = (r["error"] or ("hung up by the gateway" if r["hung_up"] else "script not completed"))[:160]
+        key = failure(r)[:160]
         errors[key] = errors.get(key, 0) + 1
 
     latencies = [t["latency_ms"] for r in records for t in r["turns"] if t["latency_ms"] is not None]
@@ -877,7 +909,7 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
             eos, eos_source = DEFAULT_ENDPOINTING_MS, "assumed (no endpointing in the emulator log)"
         share = provider_share_ms(emulated["stt_final_delay"], emulated["llm_first_token"],
                                   emulated["llm_token_rate"], emulated["tts_first_byte"],
-                                  emulated["openai"]["default_reply"])
+                                  (emulated["openai"]["script"] or [emulated["openai"]["default_reply"]])[0])
         subtract = eos + sum(share.values())
         values = [v - subtract for v in latencies]
         overhead_caller = {**summarize(values), "subtracted_ms": round(subtract, 1), "end_of_speech_wait_ms": eos,

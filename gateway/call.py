@@ -240,7 +240,6 @@ class MediaCall:
         engines = services.engines
         self._responder = services.make_responder(self.info)
         self._stt = engines.stt.open_stream(self.info, self._on_stt_result)
-        self.session.forward_audio = bool(getattr(self._stt, "streaming", False))
         self._tts = engines.tts.open_stream(self.info)
         self._spawn(self._start_stt())
         self._spawn(self._tts_worker())
@@ -250,6 +249,9 @@ class MediaCall:
     async def _start_stt(self) -> None:
         try:
             await self._stt.start()
+            # A streaming engine (Deepgram) gets the caller's speech as it comes; a batch engine
+            # (whisper) gets each utterance whole. Known once the chain has picked its engine.
+            self.session.forward_audio = bool(getattr(self._stt, "streaming", False))
         except ProviderError as exc:
             log_event(log, "speech-to-text failed to start", logging.ERROR, provider=exc.provider, error=str(exc))
             metrics.ERRORS.labels("stt_start", exc.provider).inc()

@@ -20,7 +20,8 @@ turn_id_var: contextvars.ContextVar[int | None] = contextvars.ContextVar("turn_i
 
 _PHONE = re.compile(r"\+?\d[\d\-\s().]{7,}\d")
 # Bearer/Token headers, sk-..., xi-api-key style values, and long opaque tokens.
-_SECRETISH = re.compile(r"(?i)(bearer\s+|token\s+|sk-|xi-api-key[\"':=\s]+|api[_-]?key[\"':=\s]+)[A-Za-z0-9_\-\.]{6,}")
+_SECRETISH = re.compile(r"(?i)(bearer\s+|token\s+|token=|signature=|sk-|xi-api-key[\"':=\s]+|api[_-]?key[\"':=\s]+)"
+                        r"[A-Za-z0-9_\-\.%]{6,}")
 
 
 def mask_number(number: str) -> str:

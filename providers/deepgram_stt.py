@@ -197,7 +197,9 @@ class DeepgramStt:
         self.options = options or DeepgramOptions()
         self.model = settings.deepgram_model or "nova-3"
         self.client = AsyncDeepgramClient(api_key=key, environment=deepgram_environment(settings.deepgram_base_url))
-        self.counters = ProviderCounters(PROVIDER, "stt")
+        # The fallback chain reports each stream's request and failure; only the reconnects inside a
+        # stream are this client's own to report.
+        self.counters = ProviderCounters(PROVIDER, "stt", forward=frozenset({"retry"}))
 
     def listen_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": self.model, **LISTEN_OPTIONS}

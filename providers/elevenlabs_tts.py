@@ -130,7 +130,7 @@ class ElevenLabsWsTts:
         self.timeouts = timeouts or TtsTimeouts()
         self.voice = voice or Voice()
         self.prewarm = prewarm
-        self.counters = ProviderCounters(PROVIDER, "tts")
+        self.counters = ProviderCounters(PROVIDER, "tts", forward=frozenset())  # the chain reports each attempt
         endpoint = "multi-stream-input" if multi_context else "stream-input"
         query = urlencode({"model_id": self.model, "output_format": OUTPUT_FORMAT,
                            "inactivity_timeout": INACTIVITY_TIMEOUT_SECONDS})
@@ -589,7 +589,7 @@ class ElevenLabsHttpTts:
         self.timeouts = timeouts or TtsTimeouts()
         self.voice = voice or Voice()
         self.chunk_size = chunk_size
-        self.counters = ProviderCounters(PROVIDER, "tts")
+        self.counters = ProviderCounters(PROVIDER, "tts", forward=frozenset())  # the chain reports each attempt
         # The SDK passes one float per request (connect, read, write, pool alike); the first-byte and
         # between-chunk budgets are enforced around each chunk below, this is the backstop.
         backstop = max(self.timeouts.connect, self.timeouts.between_chunks)

@@ -78,7 +78,8 @@ class OpenAiLlm:
         self.base_url = url
         self.client = openai.AsyncOpenAI(api_key=key or NO_KEY, base_url=url or None, max_retries=0,
                                          timeout=self.timeouts.sdk())
-        self.counters = ProviderCounters(PROVIDER, "llm")
+        # Labelled by model like the chain's GuardedLlm, which reports the retries and fallbacks.
+        self.counters = ProviderCounters(self.name, "llm")
 
     @classmethod
     def fallback(cls, settings: Settings, *, base_url: str | None = None,

@@ -6,8 +6,10 @@ jittered, exponentially growing delay, so a provider that is down is never hamme
 and many calls that lost the same provider do not all reconnect in the same millisecond.
 
 Metrics: a client counts its own `requests`, `errors`, `retries` and `fallbacks` in a
-`ProviderCounters`, and every count also goes to the module-level `on_provider_event` hook, which
-the gateway points at Prometheus. The hook defaults to None (nothing wired: counting is free).
+`ProviderCounters`, and forwards the kinds in its `forward` set to the module-level
+`on_provider_event` hook, which the gateway points at Prometheus (None: nothing wired). Events the
+fallback chain already reports for an engine (providers.chain: request/error/fallback per STT and
+TTS attempt) are not forwarded again by the engine, so no event is counted twice.
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ def backoff_delay(attempt: int, *, base: float = BACKOFF_BASE_SECONDS, cap: floa
 
 @dataclass
 class ProviderCounters:
-    """Counts of one client; also forwarded to `on_provider_event`."""
+    """Counts of one client; the kinds in `forward` also go to `on_provider_event`."""
 
     provider: str
     role: str
+    forward: frozenset[str] = frozenset(EVENT_KINDS)
     requests: int = 0
     errors: int = 0
     retries: int = 0
@@ -62,7 +65,8 @@ class ProviderCounters:
                 self.fallbacks += 1
             case _:
                 raise ValueError(f"unknown provider event kind {kind!r}")
-        report(self.provider, self.role, kind)
+        if kind in self.forward:
+            report(self.provider, self.role, kind)
 
     def as_dict(self) -> dict[str, int]:
         return {"requests": self.requests, "errors": self.errors, "retries": self.retries,

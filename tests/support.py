@@ -107,3 +107,60 @@ def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout)
+
+
+@dataclass
+class RunningEmulators:
+    url: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> dict:
+        with urllib.request.urlopen(self.url + "/_emulator/log", timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def configure(self, change: dict) -> None:
+        req = urllib.request.Request(self.url + "/_emulator/config", data=json.dumps(change).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+    def reset(self) -> None:
+        with urllib.request.urlopen(urllib.request.Request(self.url + "/_emulator/reset", data=b"", method="POST"),
+                                    timeout=10):
+            pass
+
+    def gateway_env(self) -> dict[str, str]:
+        """Environment that points the gateway's three cloud engines (and Twilio REST) at these emulators."""
+        return {
+            "DEEPGRAM_API_KEY": "dg-test-key", "DEEPGRAM_BASE_URL": self.url,
+            "OPENAI_API_KEY": "sk-test-key", "OPENAI_BASE_URL": self.url + "/v1",
+            "ELEVENLABS_API_KEY": "xi-test-key", "ELEVENLABS_BASE_URL": self.url,
+        }
+
+
+@contextlib.contextmanager
+def run_emulators(*args: str) -> Iterator[RunningEmulators]:
+    """`voicegate emulate` on a free port, as its own process (the gateway under test is another)."""
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="voicegate-emu-"))
+    log_path = tmp / "emulators.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "emulators.cli", "--port", str(port), *args], cwd=ROOT,
+                                   stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    emulators = RunningEmulators(f"http://127.0.0.1:{port}", port, process, log_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"emulators exited: {log_path.read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                emulators.log()
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("emulators did not start")
+            time.sleep(0.1)
+        yield emulators
+    finally:
+        stop_process(process)

@@ -24,10 +24,14 @@ def cloud_engines_wired() -> bool:
 
     async def load() -> bool:
         try:
-            await asyncio.wait_for(engines.load(), 10)
+            await asyncio.wait_for(engines.load(), 20)
+            described = engines.describe()
         finally:
-            engines.close()
-        return engines.stt is not None and engines.tts is not None and engines.llm is not None
+            closing = getattr(engines, "aclose", None)
+            if closing is not None:
+                await closing()
+        return ("deepgram" in str(described.get("stt")) and "elevenlabs" in str(described.get("tts"))
+                and described.get("llm") is not None)
 
     try:
         return asyncio.run(load())

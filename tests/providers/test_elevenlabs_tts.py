@@ -52,7 +52,8 @@ async def test_ws_sentence_returns_the_audio_for_it(emu: EmulatorServer) -> None
     assert record["query"]["output_format"] == "ulaw_8000"
     assert record["query"]["model_id"] == "eleven_flash_v2_5"
     assert record["headers"]["xi-api-key"] is True
-    assert record["init"]["text"] == " " and record["init"]["generation_config"]["chunk_length_schedule"] == [50, 90, 120]
+    assert record["init"]["text"] == " "
+    assert record["init"]["generation_config"]["chunk_length_schedule"] == [50, 90, 120]  # integers
     assert [g["text"].strip() for g in record["generations"]] == [FIRST]
     assert any(m.get("close_context") for m in record["messages"])
 

@@ -1,0 +1,42 @@
+"""Sequential short calls against one gateway: memory stays bounded and resources come back.
+
+The script's default is 2,000 calls (`bench/leak.py`, about 12 minutes); CI runs 150 after 30
+warm-up calls (about a minute) with the bound scaled to match: RSS may grow at most 15 MB over the
+150 measured calls (100 kB a call would be a leak worth finding: a call's own state is a few
+hundred kB while it is up and should be freed after). Descriptors, threads and TCP connections must
+return to the post-warm-up baseline (plus a small slack for pooled keep-alive connections), and
+the active-call gauge to 0.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CI_CALLS = 150
+CI_WARMUP = 30
+CI_MAX_GROWTH_MB = 15.0
+
+
+@pytest.mark.bench
+@pytest.mark.timeout(300)
+def test_short_calls_do_not_leak(tmp_path, cloud_path):
+    out = tmp_path / "leak.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/leak.py", "--calls", str(CI_CALLS), "--warmup", str(CI_WARMUP),
+         "--sample-every", "25", "--max-growth-mb", str(CI_MAX_GROWTH_MB), "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=280,
+    )
+    assert out.exists(), proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["failed"] == 0, report["errors"]
+    assert report["rss_growth_mb"] is not None and report["rss_growth_mb"] <= CI_MAX_GROWTH_MB, report["samples"]
+    checks = report["checks"]
+    assert checks["fds_back"] and checks["tcp_back"] and checks["threads_back"], (report["baseline"], report["after"])
+    assert checks["no_active_calls"], report["active_calls_after"]
+    assert proc.returncode == 0, proc.stdout[-2000:]
