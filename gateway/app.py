@@ -44,7 +44,9 @@ class Gateway:
 
     def __init__(self, settings: Settings, engines: Engines | None = None, clock=None) -> None:
         self.settings = settings
-        self.engines = engines or Engines(settings, board=BreakerBoard(on_change=_breaker_metric))
+        self.engines = engines or Engines(settings, board=BreakerBoard(
+            on_change=_breaker_metric, failure_threshold=settings.breaker_failure_threshold,
+            reset_seconds=settings.breaker_reset_seconds))
         retry.on_provider_event = _provider_metric
         self.latency = LatencySuite(mode=settings.latency_optimization_mode, observer=_latency_metric)
         self.twilio = None

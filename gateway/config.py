@@ -78,6 +78,8 @@ class Settings:
     ws_rate_per_ip: float = 20.0  # WebSocket upgrades/s per IP (burst 5x): Twilio opens many streams from few IPs
     cors_origins: str = ""  # comma-separated origins allowed to call the HTTP API from a browser; empty = none
     trusted_proxy_hops: int = 0  # proxies in front that append to X-Forwarded-For (for per-IP limits)
+    breaker_failure_threshold: int = 3  # consecutive failures that open a provider's circuit breaker
+    breaker_reset_seconds: float = 15.0  # how long an open breaker sends calls straight to the fallback
     stt_workers: int = 2  # threads for local whisper: one per core
     tts_workers: int = 2
 
