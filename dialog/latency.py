@@ -15,6 +15,7 @@ by default; `ResponseCache` takes any `get/set` backend, so several workers can 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import OrderedDict, deque
@@ -26,26 +27,29 @@ MODES = ("disabled", "shadow", "enabled")
 # Prompts whose wording carries no nuance an LLM could add: answered from the template in `enabled`.
 QUICK_PROMPT_KEYS = frozenset({
     "greet", "ask_date", "ask_time", "ask_date_for_time", "confirm", "change_ask", "booked", "goodbye",
-    "ended", "handoff", "transfer", "failure", "correction_ack",
+    "ended", "handoff", "transfer", "failure", "resume", "correction_ack",
 })
 CACHE_TTL_SECONDS = 3600.0  # phrasings do not go stale fast, but prompts and prices change with deploys
 CACHE_MAX_ENTRIES = 4096  # templates x states x a week of slots, with room to spare
 QUALITY_WINDOW = 100  # replies in the rolling average
+CACHE_TIMEOUT_SECONDS = 0.05  # a cache lookup slower than this costs more than the LLM call it saves
 
 
 class CacheBackend(Protocol):
-    def get(self, key: str) -> str | None: ...
+    async def get(self, key: str) -> str | None: ...
 
-    def set(self, key: str, value: str, ttl: float) -> None: ...
+    async def set(self, key: str, value: str, ttl: float) -> None: ...
 
 
 class MemoryBackend:
+    """In-process LRU with a TTL: the default when no REDIS_URL is set."""
+
     def __init__(self, max_entries: int = CACHE_MAX_ENTRIES, clock=time.monotonic) -> None:
         self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
         self._max = max_entries
         self._clock = clock
 
-    def get(self, key: str) -> str | None:
+    async def get(self, key: str) -> str | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -56,7 +60,7 @@ class MemoryBackend:
         self._entries.move_to_end(key)
         return value
 
-    def set(self, key: str, value: str, ttl: float) -> None:
+    async def set(self, key: str, value: str, ttl: float) -> None:
         self._entries[key] = (self._clock() + ttl, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
@@ -80,10 +84,10 @@ class ResponseCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: str) -> str | None:
+    async def get(self, key: str) -> str | None:
         try:
-            value = self.backend.get(key)
-        except Exception:  # a cache outage is a miss, never a failed call
+            value = await asyncio.wait_for(self.backend.get(key), CACHE_TIMEOUT_SECONDS)
+        except Exception:  # a cache outage (or a slow Redis) is a miss, never a failed or slow call
             value = None
         if value is None:
             self.misses += 1
@@ -91,9 +95,9 @@ class ResponseCache:
             self.hits += 1
         return value
 
-    def put(self, key: str, value: str) -> None:
+    async def put(self, key: str, value: str) -> None:
         try:
-            self.backend.set(key, value, self.ttl)
+            await asyncio.wait_for(self.backend.set(key, value, self.ttl), CACHE_TIMEOUT_SECONDS)
         except Exception:
             pass
 

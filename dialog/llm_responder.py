@@ -100,7 +100,7 @@ class LlmResponder:
             if quick:
                 fast = (decided.text, "quick")
             else:
-                cached = suite.cache.get(key)
+                cached = await suite.cache.get(key)
                 suite.note("cache", hit=cached is not None)
                 if cached is not None:
                     fast = (cached, "cache")
@@ -116,7 +116,7 @@ class LlmResponder:
             yield piece
         text = "".join(spoken).strip()
         if source != "rules" and text:
-            suite.cache.put(key, text)
+            await suite.cache.put(key, text)
         if suite.mode == "shadow" and fast is not None and normalize_intent(fast[0]) != normalize_intent(text):
             suite.note("shadow_diff", fast=fast[0], llm=text, source=fast[1])
             log.info("shadow: fast path differs", extra={"fields": {"fast_source": fast[1], "fast": fast[0],

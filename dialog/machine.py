@@ -220,6 +220,14 @@ class Conversation:
             return self._give_up(Intent.UNKNOWN, now)
         return self._reply("failure", Intent.UNKNOWN, now)
 
+    def on_resume(self, now: datetime) -> DialogReply:
+        """The call was cut off and is back (a new stream for the same call): pick up the question
+        where it was. Not a misunderstanding: the retry count is untouched."""
+        now = self._local(now)
+        if self._state is State.TERMINAL:
+            return self._reply("ended", Intent.UNKNOWN, now)
+        return self._reply("resume", Intent.UNKNOWN, now)
+
     def repeat_last(self) -> DialogReply:
         if self._last is None:
             return DialogReply(prompts.question(self._state.value, self._fields(None)), self._state,
@@ -422,7 +430,7 @@ class Conversation:
         same = self._last is not None and self._last.prompt_key == key
         self._streak = self._streak + 1 if same else 0
         variant = self._streak
-        if key == "failure":
+        if key in ("failure", "resume"):  # an apology, then the question the caller is answering
             at = self._resume if self._state is State.FALLBACK else self._state
             text = prompts.render(key, fields) + " " + prompts.question(at.value, fields)
         else:

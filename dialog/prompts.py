@@ -81,6 +81,7 @@ PROMPTS: Mapping[str, tuple[str, ...]] = {
     "invalid_time": (
         "Hmm, that doesn't sound like a time I can book. What time would you like? We're open {hours}.",),
     "failure": ("Sorry, I had a little trouble on my end.",),  # followed by the current question
+    "resume": ("Sorry about that, we got cut off.",),  # a resumed call: followed by the current question
     "correction_ack": ("No problem.",),  # before the reply to a correction
 }
 

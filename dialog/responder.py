@@ -56,7 +56,9 @@ class RuleResponder:
         self._booked = {}
         now = self._clock()
         conv = self.conversation
-        if request.reprompt:
+        if request.reprompt == "resume":
+            decided = conv.on_resume(now)
+        elif request.reprompt:
             decided = conv.on_failure(now)
         elif request.dtmf:
             decided = conv.on_dtmf(request.dtmf, now)

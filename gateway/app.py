@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from dialog.latency import LatencySuite
+from dialog.latency import LatencySuite, ResponseCache
 from dialog.llm_responder import LlmResponder
 from dialog.machine import Conversation, DialogSettings
 from dialog.responder import Responder, RuleResponder
@@ -29,6 +29,7 @@ from gateway.config import Settings
 from gateway.logs import event as log_event, mask_number
 from gateway.security import RateLimits, SecurityMiddleware, TwilioSignatures
 from gateway.session import SessionSettings
+from gateway.shared_state import shared_state
 from providers import retry
 from gateway.dial import place_call
 from providers.base import CallInfo, ProviderError
@@ -48,7 +49,10 @@ class Gateway:
             on_change=_breaker_metric, failure_threshold=settings.breaker_failure_threshold,
             reset_seconds=settings.breaker_reset_seconds))
         retry.on_provider_event = _provider_metric
-        self.latency = LatencySuite(mode=settings.latency_optimization_mode, observer=_latency_metric)
+        self.shared = shared_state(settings.redis_url)
+        backend = self.shared.cache_backend()
+        self.latency = LatencySuite(mode=settings.latency_optimization_mode, observer=_latency_metric,
+                                    cache=ResponseCache(backend) if backend is not None else None)
         self.twilio = None
         if settings.twilio_rest_enabled:
             from providers.twilio_rest import TwilioRest
@@ -70,9 +74,15 @@ class Gateway:
         self.services = CallServices(
             settings=settings, engines=self.engines, make_responder=self.make_responder,
             store=self.store, run_store=self.run_store,
-            hang_up=self.hang_up if self.twilio is not None else None,
+            hang_up=self.hang_up if self.twilio is not None else None, shared=self.shared,
         )
         self._load_task: asyncio.Task | None = None
+        self._event_tasks: set[asyncio.Task] = set()
+
+    def publish_event(self, kind: str, data: dict) -> None:
+        task = asyncio.get_running_loop().create_task(self.shared.publish(kind, data))
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
 
     async def run_store(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._store_pool, fn, *args)
@@ -83,7 +93,8 @@ class Gateway:
             return await self.twilio.transfer(call_sid, transfer_to)
         return await self.twilio.hang_up(call_sid)
 
-    def make_responder(self, call: CallInfo) -> Responder:
+    def make_responder(self, call: CallInfo, snapshot: dict | None = None) -> Responder:
+        """The call's dialog: new, or restored from a snapshot when a cut-off call resumes."""
         caller = call.parameters.get("caller", call.parameters.get("From", ""))
 
         def new(snapshot: dict | None = None) -> Conversation:
@@ -94,7 +105,7 @@ class Gateway:
         def cancel(booking) -> None:
             self.store.cancel(booking.id, booking.call_sid)
 
-        rules = RuleResponder(new(), self.clock, restore=new, cancel_booking=cancel)
+        rules = RuleResponder(new(snapshot), self.clock, restore=new, cancel_booking=cancel)
         if self.engines.llms:
             return LlmResponder(rules, self.engines.llms, self.latency, business=self.dialog_settings.business_name)
         return rules
@@ -106,6 +117,7 @@ class Gateway:
                         "this URL can place calls through it. Never run like this in production.")
         elif not settings.twilio_auth_token:
             log.warning("TWILIO_AUTH_TOKEN is not set: Twilio signatures cannot be checked (local development only)")
+        await self.shared.start()
         self._load_task = asyncio.create_task(self._load())
 
     async def _load(self) -> None:
@@ -119,6 +131,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._load_task
         await self.engines.aclose()
+        await self.shared.close()
         if self.twilio is not None:
             await self.twilio.close()
         self._store_pool.shutdown(wait=True)
@@ -156,7 +169,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         call_sid = str(form.get("CallSid", ""))
         caller = str(form.get("From", ""))
         attempt = _int(request.query_params.get("attempt"), 0)
-        ended = gw.services.ended.get(call_sid)
+        ended = await gw.shared.ended(call_sid) if call_sid else None
         if ended is not None:
             # The stream was closed on purpose: the call is over (or being transferred).
             body = twiml.dial(ended.split(":", 1)[1]) if ended.startswith("transfer:") else twiml.hangup()
@@ -217,8 +230,7 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     async def list_calls(request: Request) -> Response:
         calls = await gw.run_store(gw.store.list_calls, _int(request.query_params.get("limit"), 50))
-        live = [{"call_sid": sid, "caller": mask_number(c.caller), "turns": len(c.turns), "live": True}
-                for sid, c in gw.services.calls.items()]
+        live = [{**c, "live": True} for c in await gw.shared.live_calls()]  # every worker's, with Redis
         return JSONResponse({"live": live, "calls": [_mask_call(c) for c in calls]})
 
     async def get_call(request: Request) -> Response:
@@ -274,7 +286,12 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
                              trusted_proxies=settings.trusted_proxy_hops)]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.gateway = gw
-    dashboard.install(app, gw)  # GET /, /ws/dashboard, /api/token, /static; the live-call feed
+    dashboard.install(app, gw)
+    # Dashboard events travel through the shared state, so every worker's dashboard sees every call.
+    hub_publish = gw.services.on_call_event
+    if hub_publish is not None:
+        gw.shared.subscribe(hub_publish)
+        gw.services.on_call_event = gw.publish_event  # GET /, /ws/dashboard, /api/token, /static; the live-call feed
     return app
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -76,34 +76,19 @@ class InboundAudioBudget:
         return False
 
 
-# Ended calls remembered for the TwiML after <Connect>, which Twilio asks for within seconds of the
-# stream closing: ten thousand is minutes of traffic at any rate one box serves, and bounded.
-MAX_REMEMBERED_ENDED_CALLS = 10_000
-
-
-class EndedCalls(OrderedDict):
-    """call_sid -> how it ended ("hangup" | "transfer:<number>"), oldest forgotten first."""
-
-    def __setitem__(self, key: str, value: str) -> None:
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        while len(self) > MAX_REMEMBERED_ENDED_CALLS:
-            self.popitem(last=False)
-
-
 @dataclass
 class CallServices:
     """What a call needs from its process: passed in, never imported as globals."""
 
     settings: object  # gateway.config.Settings
     engines: object  # providers.engines.Engines
-    make_responder: Callable[[CallInfo], Responder]
+    make_responder: Callable[[CallInfo, dict | None], Responder]  # (call, dialog snapshot to resume)
     store: object | None = None  # dialog.store.Store (sync; used through `run_store`)
     run_store: Callable[..., Awaitable[object]] | None = None  # runs a store call off the event loop
     hang_up: Callable[[str, str], Awaitable[bool]] | None = None  # (call_sid, transfer_to) via Twilio REST
     on_call_event: Callable[[str, dict], None] | None = None  # live feed for the dashboard
     calls: dict[str, "MediaCall"] = field(default_factory=dict)
-    ended: EndedCalls = field(default_factory=EndedCalls)
+    shared: object | None = None  # gateway.shared_state.LocalState | RedisState
 
 
 class MediaCall:
@@ -131,6 +116,7 @@ class MediaCall:
         self._live_turn: int | None = None  # the reply turn whose sentences are still wanted
         self._synth_task: asyncio.Task | None = None
         self._synth_turn: int | None = None
+        self._pending_start: tp.Start | None = None
         self._closing = False  # the call is ending: no new timers, no new sends
         self._closed = False  # the close frame has been sent
         self._close_with = (CLOSE_NORMAL, "call ended")  # the code `run` closes with when the call ends
@@ -160,7 +146,10 @@ class MediaCall:
                     self.end_reason = "protocol"
                     await self._close(CLOSE_TOO_BIG, "message too large")
                     break
-                if not self._on_message(raw):
+                result = self._on_message(raw)
+                if result is None:  # a `start`: it loads the conversation to resume, if any
+                    result = await self._on_start(self._pending_start)
+                if not result:
                     break
         except WebSocketDisconnect:
             pass
@@ -173,8 +162,8 @@ class MediaCall:
             await self._end()
             await self._close(*self._close_with)
 
-    def _on_message(self, raw: str) -> bool:
-        """Handle one inbound frame. False ends the call."""
+    def _on_message(self, raw: str) -> bool | None:
+        """Handle one inbound frame. False ends the call; None means a `start` to handle (async)."""
         try:
             msg = tp.parse(raw, max_payload_bytes=self.services.settings.max_media_payload_bytes)
         except tp.ProtocolError as exc:
@@ -204,10 +193,11 @@ class MediaCall:
                 if info is not None:
                     self._feed(DtmfReceived(self.loop.time(), msg.digit))
             case tp.Start():
-                if info is not None:
+                if info is not None or self._pending_start is not None:
                     metrics.PROTOCOL_ERRORS.labels("second_start").inc()
                     return True
-                return self._on_start(msg)
+                self._pending_start = msg
+                return None
             case tp.Stop():
                 self.end_reason = "stop"
                 return False
@@ -217,7 +207,7 @@ class MediaCall:
                 metrics.PROTOCOL_ERRORS.labels("unexpected_event").inc()
         return True
 
-    def _on_start(self, msg: tp.Start) -> bool:
+    async def _on_start(self, msg: tp.Start) -> bool:
         services = self.services
         params = dict(msg.custom_parameters)
         call_sid = msg.call_sid or params.get("callSid", "") or msg.stream_sid
@@ -232,19 +222,49 @@ class MediaCall:
             self.info = None
             return False
         services.calls[call_sid] = self
+        # A stream for a call that was cut off (its worker died, or the network dropped): carry on
+        # where it was. Twilio's <Redirect> after <Connect> brings the caller back here.
+        context = await services.shared.load_context(call_sid) if services.shared is not None else None
+        if self.info is None or services.calls.get(call_sid) is not self:
+            return False
         metrics.ACTIVE_CALLS.inc()
         metrics.CALLS.labels(self.direction).inc()
-        log_event(log, "call started", caller=mask_number(self.caller), direction=self.direction)
-        self._store("start_call", call_sid, msg.stream_sid, self.caller, self.direction, self.started_wall)
-        self._notify("call_started", {"caller": mask_number(self.caller), "direction": self.direction})
+        log_event(log, "call resumed" if context else "call started", caller=mask_number(self.caller),
+                  direction=self.direction, attempt=params.get("attempt"))
+        if context is None:
+            self._store("start_call", call_sid, msg.stream_sid, self.caller, self.direction, self.started_wall)
+        self._register()
+        self._notify("call_started", {"caller": mask_number(self.caller), "direction": self.direction,
+                                      "resumed": context is not None})
         engines = services.engines
-        self._responder = services.make_responder(self.info)
+        self._responder = services.make_responder(self.info, (context or {}).get("dialog"))
         self._stt = engines.stt.open_stream(self.info, self._on_stt_result)
         self._tts = engines.tts.open_stream(self.info)
         self._spawn(self._start_stt())
         self._spawn(self._tts_worker())
-        self._feed(CallStarted(self.loop.time(), call_sid, msg.stream_sid, params))
+        history = tuple(context["history"]) if context else ()
+        self._feed(CallStarted(self.loop.time(), call_sid, msg.stream_sid, params, history=history,
+                               resume=context is not None))
         return True
+
+    def _register(self) -> None:
+        if self.services.shared is not None and self.info is not None:
+            self._spawn_detached(self.services.shared.register_call(self.info.call_sid, {
+                "caller": mask_number(self.caller), "direction": self.direction, "started_at": self.started_wall}))
+
+    def _save_context(self) -> None:
+        """After every turn: what a new stream needs to carry on this conversation."""
+        if self.services.shared is None or self.info is None or self._responder is None:
+            return
+        context = {"history": list(self.session.history), "dialog": self._responder.snapshot(),
+                   "caller": self.caller}
+        self._spawn_detached(self.services.shared.save_context(self.info.call_sid, context))
+
+    def _spawn_detached(self, coro) -> None:
+        """Shared-state writes outlive the call's tasks (the last one happens as the call ends)."""
+        task = self.loop.create_task(coro)
+        _DETACHED.add(task)
+        task.add_done_callback(_DETACHED.discard)
 
     async def _start_stt(self) -> None:
         try:
@@ -432,13 +452,16 @@ class MediaCall:
         if self.info is not None:
             self._store("add_turn", self.info.call_sid, turn)
             self._notify("turn", turn)
+            self._save_context()
 
     async def _hang_up(self, action: HangUp) -> None:
         info = self.info
         if info is None:
             return
         self.end_reason = f"hangup:{action.reason}"
-        self.services.ended[info.call_sid] = f"transfer:{action.transfer_to}" if action.transfer_to else "hangup"
+        how = f"transfer:{action.transfer_to}" if action.transfer_to else "hangup"
+        if self.services.shared is not None:
+            await self.services.shared.mark_ended(info.call_sid, how)
         hung_up = False
         if self.services.hang_up is not None:
             try:
@@ -511,6 +534,8 @@ class MediaCall:
         if self.services.calls.get(info.call_sid) is self:
             del self.services.calls[info.call_sid]
             metrics.ACTIVE_CALLS.dec()
+            if self.services.shared is not None:
+                self._spawn_detached(self.services.shared.unregister_call(info.call_sid))
         metrics.CALLS_ENDED.labels(self.end_reason.split(":")[0]).inc()
         if self.session.underruns:
             metrics.UNDERRUNS.inc(self.session.underruns)
@@ -540,6 +565,9 @@ class MediaCall:
                 self.services.on_call_event(kind, {"call_sid": self.info.call_sid, **data})
             except Exception:
                 log.exception("dashboard feed failed")
+
+
+_DETACHED: set[asyncio.Task] = set()  # strong references, so a pending write is not collected mid-flight
 
 
 def _log_store_failure(task: asyncio.Task) -> None:

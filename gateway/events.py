@@ -21,6 +21,8 @@ class CallStarted:
     call_sid: str
     stream_sid: str
     parameters: Mapping[str, str] = field(default_factory=dict)
+    history: tuple[Mapping[str, str], ...] = ()  # a resumed call's conversation so far
+    resume: bool = False  # the call was cut off and comes back: no greeting, pick up where it was
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,6 +189,9 @@ class CallSession:
         self.phase = Phase.ACTIVE
         self.call_sid, self.stream_sid = ev.call_sid, ev.stream_sid
         self.started_at = self.last_audio_at = ev.now
+        if ev.resume:
+            self.history = [dict(m) for m in ev.history]
+            return self._start_reply(ev.now, user_text=None, reprompt="resume")
         return self._start_reply(ev.now, user_text=None)
 
     def _on_audio(self, ev: AudioReceived) -> list[Action]:

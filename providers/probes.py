@@ -61,6 +61,7 @@ DEFAULT_URLS = {
 }
 PROVIDERS = tuple(DEFAULT_URLS)
 REDACTED = "<redacted>"
+PROBE_TAG = "voicegate-probe"  # Deepgram's `tag` query parameter on the probe's socket
 
 
 class _Failed(Exception):
@@ -189,7 +190,9 @@ def _from_provider_error(exc: ProviderError) -> _Failed:
 async def _deepgram(settings: Settings) -> str:
     stt = DeepgramStt(settings)
     try:
-        async with stt.client.listen.v1.connect(model=stt.model, encoding="mulaw", sample_rate=8000) as conn:
+        # Tagged, so the probe's socket is told apart from calls in Deepgram's usage reports and logs.
+        async with stt.client.listen.v1.connect(model=stt.model, encoding="mulaw", sample_rate=8000,
+                                                tag=PROBE_TAG) as conn:
             await conn.send_close_stream()
     except DeepgramApiError as exc:
         if exc.status_code in (401, 403):

@@ -61,7 +61,8 @@ async def test_all_ok_against_the_emulators(accepting: EmulatorServer) -> None:
         assert all(isinstance(entry[k], float) for k in ("dns_ms", "tcp_ms", "auth_ms"))
     assert "handshake" in report["providers"]["elevenlabs"]["detail"]  # the emulator has no /v1/user
     assert report["duration_ms"] < 5000
-    assert accepting.log.deepgram[0]["close_streams"]  # the probe's socket said goodbye
+    (socket,) = accepting.log.deepgram
+    assert socket["close_streams"] and socket["query"]["tag"] == "voicegate-probe"  # said goodbye; told apart
 
 
 async def test_bad_keys_are_auth_failed(accepting: EmulatorServer) -> None:
