@@ -60,9 +60,7 @@ def serve(argv: list[str]) -> int:
 
     from gateway.logs import setup_logging
 
-    secrets = tuple(str(getattr(settings, name)) for name in ("deepgram_api_key", "openai_api_key",
-                    "elevenlabs_api_key", "twilio_auth_token", "dashboard_token"))
-    setup_logging(settings.log_level, secrets)
+    setup_logging(settings.log_level, settings.secrets())
     if settings.workers > 1:
         _prepare_multiprocess_metrics()
         uvicorn.run("gateway.asgi:app", host=settings.host, port=settings.port, workers=settings.workers,
@@ -80,10 +78,10 @@ def _prepare_multiprocess_metrics() -> None:
     import shutil
     import tempfile
 
-    directory = os.environ.get("PROMETHEUS_MULTIPROCESS_DIR") or tempfile.mkdtemp(prefix="voicegate-metrics-")
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="voicegate-metrics-")
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = directory
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
 
 
 def bookings(argv: list[str]) -> int:

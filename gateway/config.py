@@ -112,6 +112,10 @@ class Settings:
     def twilio_rest_enabled(self) -> bool:
         return bool(self.twilio_account_sid and self.twilio_auth_token)
 
+    def secrets(self) -> tuple[str, ...]:
+        """The configured secret values, for scrubbing them out of anything written."""
+        return tuple(str(getattr(self, name)) for name in sorted(SECRET_FIELDS) if getattr(self, name))
+
     def redacted(self) -> dict[str, object]:
         """The settings as a dict safe to log: secrets become 'set'/'unset'."""
         out: dict[str, object] = {}

@@ -4,7 +4,7 @@ Buckets fit voice: a human notices 100 ms, a call feels broken past 2-3 s. Label
 sets (provider, role, error type, direction), never a call sid: a label per call would leak a
 time series per call forever.
 
-With several uvicorn workers, `PROMETHEUS_MULTIPROCESS_DIR` switches prometheus_client to its
+With several uvicorn workers, `PROMETHEUS_MULTIPROC_DIR` switches prometheus_client to its
 multiprocess mode (set by `voicegate serve --workers N`), and `/metrics` aggregates all workers.
 """
 
@@ -20,7 +20,7 @@ VOICE_BUCKETS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 
 # Gateway overhead is milliseconds: the target is p99 under 10 ms.
 OVERHEAD_BUCKETS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5)
 
-_MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROCESS_DIR"))
+_MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 _GAUGE_MODE = {"multiprocess_mode": "livesum"} if _MULTIPROCESS else {}
 
 ACTIVE_CALLS = Gauge("voicegate_active_calls", "Calls in progress", **_GAUGE_MODE)
@@ -62,9 +62,6 @@ QUALITY = Histogram("voicegate_reply_quality_score", "Per-reply quality score (0
                     buckets=(10, 20, 30, 40, 50, 60, 70, 80, 90, 100))
 QUALITY_AVG = Gauge("voicegate_reply_quality_rolling_average", "Rolling average quality score",
                     **({"multiprocess_mode": "mostrecent"} if _MULTIPROCESS else {}))
-
-ENGINE_READY = Gauge("voicegate_engine_ready", "1 once an engine is loaded/configured", ["role", "engine"],
-                     **({"multiprocess_mode": "max"} if _MULTIPROCESS else {}))
 
 
 def observe_turn(split: dict[str, float | None]) -> None:

@@ -146,15 +146,18 @@ class RedisState(LocalState):
 
     async def _heartbeat(self) -> None:
         while True:
-            if self._calls:
-                mapping = {sid: orjson.dumps({**info, "worker": self.worker}) for sid, info in self._calls.items()}
-                await self._do("heartbeat", self._write_calls(mapping))
             await asyncio.sleep(HEARTBEAT_SECONDS)
+            # Rebuilt whole each beat: an entry a racing write brought back lives one beat at most.
+            mapping = {sid: orjson.dumps({**info, "worker": self.worker}) for sid, info in self._calls.items()}
+            await self._do("heartbeat", self._write_calls(mapping, replace=True))
 
-    async def _write_calls(self, mapping: dict) -> None:
-        pipe = self._redis.pipeline()
-        pipe.hset(self._worker_key, mapping=mapping)
-        pipe.expire(self._worker_key, int(WORKER_TTL_SECONDS))
+    async def _write_calls(self, mapping: dict, replace: bool = False) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        if replace:
+            pipe.delete(self._worker_key)
+        if mapping:
+            pipe.hset(self._worker_key, mapping=mapping)
+            pipe.expire(self._worker_key, int(WORKER_TTL_SECONDS))
         await pipe.execute()
 
     async def register_call(self, call_sid: str, info: dict) -> None:

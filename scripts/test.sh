@@ -16,6 +16,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q -e '.[local,test,redis]'
+.venv/bin/pip install -q -e '.[local,test]'
 
 exec .venv/bin/python -m pytest "$@"

@@ -164,3 +164,26 @@ def run_emulators(*args: str) -> Iterator[RunningEmulators]:
         yield emulators
     finally:
         stop_process(process)
+
+
+@contextlib.contextmanager
+def run_redis() -> Iterator[str]:
+    """A real redis-server on a free port, no persistence; yields its URL."""
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="voicegate-redis-"))
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(tmp)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_process(process)
