@@ -130,15 +130,16 @@ async def leak_run(args: argparse.Namespace, url: str, pid: int, metrics_url: st
     await asyncio.gather(*(lane() for _ in range(args.concurrency)))
     elapsed = time.monotonic() - started
 
-    # Let the last calls' provider sockets close, then compare with the baseline.
+    # Let the last calls end and their provider sockets close, then compare with the baseline.
     deadline = time.monotonic() + SETTLE_S
-    settled = _resources(sampler)
-    while baseline and settled and time.monotonic() < deadline:
-        if settled["fds"] <= baseline["fds"] + FD_SLACK and settled["tcp"] <= baseline["tcp"] + FD_SLACK:
+    while True:
+        settled = _resources(sampler)
+        active = await asyncio.to_thread(_active_calls, metrics_url)
+        back = bool(baseline and settled and settled["fds"] <= baseline["fds"] + FD_SLACK
+                    and settled["tcp"] <= baseline["tcp"] + FD_SLACK)
+        if (back and active in (None, 0.0)) or time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.5)
-        settled = _resources(sampler)
-    active = _active_calls(metrics_url)
 
     rss_points = [(s["calls"], s["rss"]) for s in samples if "rss" in s]
     growth_mb = (rss_points[-1][1] - rss_points[0][1]) / 2**20 if len(rss_points) > 1 else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import math
 import uuid
 import warnings
@@ -224,6 +225,11 @@ class _Utterance:
     finalized: bool = False
 
 
+# Speech that resumes within this of an endpointing decision continues the same scripted utterance: a
+# comma pause runs a little past the 300 ms endpointing; a caller's next turn comes seconds later.
+SAME_UTTERANCE_RESUME_MS = 250
+
+
 class ListenSession:
     def __init__(self, options: ListenOptions, cfg: DeepgramConfig, script: list[str], final_delay: float,
                  request_id: str, drop_after: float | None = None) -> None:
@@ -241,6 +247,7 @@ class ListenSession:
         self._sha = hashlib.sha256()
         self._utterance: _Utterance | None = None
         self._last_final_end = 0.0
+        self._last_end: tuple[float, float] | None = None  # (wall, audio) time the last segment's end was decided
         self.closed = False
         self.created = datetime.now(timezone.utc)
         self.events: list[Onset | Interim | End] = []  # what the detector saw in the last on_audio
@@ -255,7 +262,17 @@ class ListenSession:
         for event in self.events:
             match event:
                 case Onset(at=at):
-                    self._utterance = _Utterance(self._next_text(), at)
+                    # Speech resuming right after the endpointing decision is a pause inside one utterance
+                    # ("Hello, [pause] I'd like to book"): it splits the finals, not the script entry.
+                    # The entry's text went with the first part; later parts are transcribed as "".
+                    # Wall-clock time, not audio time: a client that sends only speech (and KeepAlives
+                    # between turns) leaves no silence in the audio between two turns.
+                    # Both clocks must agree: a client faster than real time has short wall gaps, and a
+                    # client that sends only speech has short audio gaps, between real turns.
+                    resume_s = SAME_UTTERANCE_RESUME_MS / 1000.0
+                    same = (self._last_end is not None and time.monotonic() - self._last_end[0] < resume_s
+                            and at - self._last_end[1] < resume_s)
+                    self._utterance = _Utterance("" if same else self._next_text(), at)
                     if self.options.vad_events:
                         actions.append(Send({"type": "SpeechStarted", "channel": [0], "timestamp": round(at, 3)}))
                     if self.drop_after is not None:
@@ -269,6 +286,7 @@ class ListenSession:
                 case End(start=start, end=end):
                     u = self._utterance
                     self._utterance = None
+                    self._last_end = (time.monotonic(), self.detector.audio_time)
                     if u is not None and not u.finalized:
                         final = self.options.endpointing_ms is not None
                         actions.append(Send(self._results(u.text, u.start, end, is_final=True, speech_final=final),

@@ -128,6 +128,7 @@ class BenchOptions:
     gateway_cpu: int | None = None
     loadgen_cpu: int | None = None
     emulators_cpu: int | None = None
+    nice: int | None = None  # nice value of everything the bench runs (negative: ahead of other work; root)
     stt_final_delay: float = DEFAULT_STT_FINAL_DELAY
     llm_first_token: float = DEFAULT_LLM_FIRST_TOKEN
     llm_token_rate: float = DEFAULT_LLM_TOKEN_RATE
@@ -188,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gateway-cpu", type=int, default=None, help="pin the (spawned or --gateway-pid) gateway")
     g.add_argument("--loadgen-cpu", type=int, default=None, help="pin this process and the generator processes")
     g.add_argument("--emulators-cpu", type=int, default=None, help="pin the spawned emulators (default: --loadgen-cpu)")
+    g.add_argument("--nice", type=int, default=None,
+                   help="run the generator and the spawned processes at this nice value (e.g. -15 on a shared "
+                        "machine, as root) so other work does not take their CPU")
     g = p.add_argument_group("emulated providers (--spawn)")
     g.add_argument("--stt-final-delay", type=float, default=d.stt_final_delay, help="s after end of speech")
     g.add_argument("--llm-first-token", type=float, default=d.llm_first_token, help="s")
@@ -390,12 +394,24 @@ def pin(pid: int, cpu: int | None) -> None:
             os.sched_setaffinity(tid, {cpu})
 
 
-def pinned_command(cmd: list[str], cpu: int | None) -> list[str]:
-    """`taskset -c CPU cmd`: the affinity is set before the program starts any thread."""
-    if cpu is None:
-        return cmd
-    taskset = shutil.which("taskset")
-    return [taskset, "-c", str(cpu), *cmd] if taskset else cmd
+def pinned_command(cmd: list[str], cpu: int | None, nice: int | None = None) -> list[str]:
+    """`nice -n N taskset -c CPU cmd`: priority and affinity are set before the program starts any
+    thread, so every thread inherits them."""
+    if cpu is not None and shutil.which("taskset"):
+        cmd = [shutil.which("taskset"), "-c", str(cpu), *cmd]
+    if nice is not None and shutil.which("nice"):
+        cmd = [shutil.which("nice"), "-n", str(nice), *cmd]
+    return cmd
+
+
+def set_nice(nice: int | None) -> None:
+    """This thread's (and its future threads') nice value; a refusal (not root) is only a warning."""
+    if nice is None:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as exc:
+        print(f"voicegate bench: cannot set nice {nice}: {exc}", file=sys.stderr)
 
 
 class Sampler:
@@ -566,7 +582,8 @@ def start_emulators(opts: BenchOptions, tmp: Path) -> tuple[subprocess.Popen, st
     port = free_port()
     log = tmp / "emulators.log"
     with log.open("wb") as f:
-        proc = subprocess.Popen(pinned_command(emulator_command(port, opts, tmp), opts.emulators_cpu), cwd=ROOT,
+        proc = subprocess.Popen(pinned_command(emulator_command(port, opts, tmp), opts.emulators_cpu, opts.nice),
+                                cwd=ROOT,
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -613,7 +630,7 @@ def spawned_stack(opts: BenchOptions) -> Iterator[Stack]:
         log = tmp / "gateway.log"
         with log.open("wb") as f:
             command = shlex.split(opts.gateway_command) or [sys.executable, "-m", "gateway", "serve"]
-            gw = subprocess.Popen(pinned_command(command, opts.gateway_cpu),
+            gw = subprocess.Popen(pinned_command(command, opts.gateway_cpu, opts.nice),
                                   cwd=ROOT, env=gateway_env(port, tmp, opts, emulators_url),
                                   stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(gw)
@@ -669,6 +686,7 @@ class GeneratorPlan:
     max_reply_wait_s: float
     reply_quiet_ms: int
     cpu: int | None = None
+    nice: int | None = None
 
 
 async def _loop_probe(lags: list[float]) -> None:
@@ -728,6 +746,7 @@ def _run_loop(coro):
 def _generator_process(plan: GeneratorPlan, conn) -> None:
     if plan.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {plan.cpu})
+    set_nice(plan.nice)
     try:
         conn.send(_run_loop(generate(plan)))
     except BaseException as exc:  # report it to the parent instead of dying silently
@@ -752,7 +771,8 @@ async def run_generators(opts: BenchOptions, url: str, turns: list[CallerTurn]) 
         plans.append(GeneratorPlan(
             url=url, lanes=lanes, calls=share, t0=t0, stop_starting_at=now + opts.duration_s,
             hard_deadline=now + opts.duration_s + opts.max_call_s, turns=turns, max_call_s=opts.max_call_s,
-            max_reply_wait_s=opts.max_reply_wait_s, reply_quiet_ms=opts.reply_quiet_ms, cpu=opts.loadgen_cpu))
+            max_reply_wait_s=opts.max_reply_wait_s, reply_quiet_ms=opts.reply_quiet_ms, cpu=opts.loadgen_cpu,
+            nice=opts.nice))
     # Hand out any rounding remainder so --calls is honoured exactly.
     missing = opts.total_calls - sum(p.calls for p in plans)
     for p in plans:
@@ -825,6 +845,7 @@ async def bench(opts: BenchOptions, target: Target) -> dict[str, Any]:
     """Warm up, measure the idle gateway, run the load, measure again; the report as a dict."""
     if opts.loadgen_cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {opts.loadgen_cpu})
+    set_nice(opts.nice)
     if not opts.spawn and target.gateway_pid is not None:
         pin(target.gateway_pid, opts.gateway_cpu)  # a spawned gateway was started under taskset
     audio = await asyncio.to_thread(render_utterances, UTTERANCES[: opts.turns], opts.voice)

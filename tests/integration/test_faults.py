@@ -15,6 +15,11 @@ Each test asserts that
 and checks, through the emulators' log, that the fault really hit F and took the documented path
 (retry, fallback, reconnect and replay, continuation with the unspoken rest).
 
+The open-breaker test stalls OpenAI on every request, places calls until its breaker opens, and
+shows the next call's replies come at once, from the rules, without a request to OpenAI. It has a
+gateway of its own whose breakers stay open for a minute, so that whole call runs under the open
+breaker.
+
 The worst time to first reply audio under each fault goes to artifacts/faults.json and into a table
 printed when the module ends (`pytest -s` shows it).
 """
@@ -34,19 +39,19 @@ import pytest
 from gateway.simcaller import CallerTurn, CallReport, run_call
 from providers.deepgram_stt import RESULT_TIMEOUT_SECONDS
 from providers.elevenlabs_tts import FIRST_BYTE_TIMEOUT_SECONDS
-from providers.openai_llm import FIRST_TOKEN_TIMEOUT_SECONDS
+from providers.openai_llm import BETWEEN_TOKENS_TIMEOUT_SECONDS, FIRST_TOKEN_TIMEOUT_SECONDS
 from tests.support import ROOT, RunningEmulators, RunningGateway, run_emulators, run_gateway
 
 pytestmark = pytest.mark.timeout(600)
 
 # ------------------------------------------------------------------ bounds
 # Time to first reply audio: from the caller's end of speech (from the call's start for the
-# greeting) to the reply's first audio playing at the caller. A healthy turn takes ~0.7 s on these
-# emulators (~0.45 s Deepgram endpointing, 0.3 s first token, 0.15 s first byte). Each bound is the
-# product's own timeout on the failing phase plus the recovery path, with about 2 s of headroom for
-# a loaded 2-core CI machine.
+# greeting) to the reply's first audio playing at the caller. A healthy turn takes ~1 s on these
+# emulators (the caller's trailing silence, ~0.3 s Deepgram endpointing, 0.3 s first token, 0.15 s
+# first byte). Each fault's bound is the product's own timeout on the failing phase plus the recovery
+# path, with about 2 s of headroom for a loaded 2-core CI machine.
 
-# Healthy replies, and replies under an open breaker (no provider timeout is waited for).
+# Replies of a call that met no fault (about 3x the idle figure).
 HEALTHY_BOUND_S = 3.0
 # Faults the client sees at once (a refused handshake, a 5xx, a 429 with a short retry-after, an error
 # event mid-stream, a dropped socket): a retry or the next engine answers within about a second.
@@ -54,7 +59,8 @@ FAST_FAULT_BOUND_S = 4.0
 # Deepgram refusing (whisper transcribes on the CPU), dropping (reconnect + replay), stalling (a
 # Finalize unanswered for RESULT_TIMEOUT_SECONDS, then reconnect + replay).
 STT_FAULT_BOUND_S = RESULT_TIMEOUT_SECONDS + 3.0
-# OpenAI stalling before the first token: FIRST_TOKEN_TIMEOUT_SECONDS, then one retry.
+# OpenAI stalling before the first token: FIRST_TOKEN_TIMEOUT_SECONDS at most (see
+# OPEN_BREAKER_BOUND_S: the SDK's read timeout ends it after 3 s), then one retry.
 LLM_STALL_BOUND_S = FIRST_TOKEN_TIMEOUT_SECONDS + 3.0
 # ElevenLabs stalling: FIRST_BYTE_TIMEOUT_SECONDS on the WebSocket, then the HTTP engine.
 TTS_STALL_BOUND_S = FIRST_BYTE_TIMEOUT_SECONDS + 3.0
@@ -65,10 +71,12 @@ SETTLE_TIMEOUT_S = 30.0  # breakers leave "open" (BREAKER_RESET_SECONDS=2) and c
 POLL_S = 0.1  # the gateway allows 20 requests/s per client
 
 # ------------------------------------------------------------------ the script
-# What both callers say, and a content word that any transcript of each utterance must contain.
-# No commas: a pause inside an utterance would make the Deepgram emulator take two script entries.
+# What the callers say, and a content word that any transcript of each utterance must contain. The
+# faulty call says both (its second turn shows the call goes on after the fault), the healthy call the
+# first. No commas: a pause inside an utterance would make the Deepgram emulator take two script entries.
 UTTERANCES = ("I would like to book an appointment", "next Tuesday at three pm")
-KEYWORDS = ("appointment", "tuesday")
+KEYWORDS = dict(zip(UTTERANCES, ("appointment", "tuesday")))
+HEALTHY_UTTERANCES = UTTERANCES[:1]
 # The Deepgram emulator cannot hear; it answers from this script. Its transcripts carry a mark whisper
 # never writes, so a stored turn shows which engine transcribed it.
 DG_MARK = "[dg]"
@@ -76,7 +84,7 @@ DEEPGRAM_SCRIPT = [f"{text} {DG_MARK}" for text in UTTERANCES]
 # Every greeting is phrased by the LLM as this text (an emulator rule on the greeting's user message).
 # Rendered sentences are cached by text: after the first call, greetings never reach the TTS engine,
 # so a connection-level ElevenLabs fault hits F's first turn, not its greeting.
-GREETING = "Hello, thanks for calling. How can I help?"
+GREETING = "Hello, how can I help?"
 NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
 
 OPENAI_MODEL = "gpt-4o-mini"  # the gateway's default OPENAI_MODEL; its breaker is "openai:<model>"
@@ -94,7 +102,7 @@ BASE_CONFIG: dict[str, Any] = {
 def replies_for(tag: str) -> list[str]:
     """LLM replies no other test uses (so each sentence really reaches the TTS engine), marked with
     the test's tag (so a stored reply shows it came from the LLM, not the rules' template)."""
-    return [f"Noted, this is reply {n} of the {tag} test." for n in NUMBERS]
+    return [f"Noted, reply {n} of the {tag} test." for n in NUMBERS]
 
 
 # ------------------------------------------------------------------ the results table
@@ -108,7 +116,7 @@ class Row:
     worst_ms: float | None  # the faulty call's worst time to first reply audio
     bound_s: float
     transcripts_complete: bool
-    healthy_unaffected: bool
+    healthy_unaffected: bool | None  # None: no healthy call in this scenario
     healthy_worst_ms: float | None
     detail: str = ""
 
@@ -130,7 +138,7 @@ def table(rows: dict[str, Row]) -> str:
         return "no reply" if value is None else f"{value / 1000:.2f} s"
 
     def healthy(row: Row) -> str:
-        if row.fault.startswith("none"):
+        if row.healthy_unaffected is None:
             return "n/a"
         return f"{'yes' if row.healthy_unaffected else 'NO'} (worst {ms(row.healthy_worst_ms)})"
 
@@ -230,9 +238,10 @@ def worst_ms(report: CallReport) -> float | None:
     return None if None in values else max(values)
 
 
-def missing_utterances(stored: dict, keywords=KEYWORDS) -> list[str]:
+def missing_utterances(stored: dict, utterances=UTTERANCES) -> list[str]:
+    """The utterances whose content word no stored caller turn has."""
     said = " ".join(t.get("user_text") or "" for t in stored.get("turns", [])).lower()
-    return [k for k in keywords if k not in said]
+    return [u for u in utterances if KEYWORDS[u] not in said]
 
 
 def caller_turns(stored: dict) -> list[dict]:
@@ -241,6 +250,12 @@ def caller_turns(stored: dict) -> list[dict]:
 
 def chats(log: dict) -> list[dict]:
     return [r for r in log["openai"] if r["path"].endswith("/chat/completions")]
+
+
+def retry_of(requests: list[dict], failed: dict) -> dict:
+    """The next request with the same messages: the retry (the healthy call's same turn comes later)."""
+    later = requests[requests.index(failed) + 1:]
+    return next(r for r in later if r["body"]["messages"] == failed["body"]["messages"])
 
 
 def norm(text: str) -> str:
@@ -295,13 +310,13 @@ async def run_fault(stack: Stack, fault: Fault) -> Outcome:
             # F's greeting has been phrased: the next LLM request is F's first turn.
             await eventually(lambda: any(r["last_chunk_at"] for r in chats(emulators.log())),
                              "the faulty call's greeting", CONSUME_TIMEOUT_S)
-            emulators.configure(inject)
+            await asyncio.to_thread(emulators.configure, inject)
         await eventually(lambda: emulator_config(emulators)[fault.provider]["fault"] is None,
                          f"the faulty call to use up the {fault.provider} {fault.flag} fault", CONSUME_TIMEOUT_S)
         # A refused key opens the breaker at once; H comes when it lets a trial through again.
         await eventually(lambda: "open" not in readiness(gateway)["breakers"].values(),
                          "no open breaker", SETTLE_TIMEOUT_S)
-        healthy_task = asyncio.create_task(place_call(gateway))
+        healthy_task = asyncio.create_task(place_call(gateway, HEALTHY_UTTERANCES))
         (faulty, f_start), (healthy, h_start) = await asyncio.gather(faulty_task, healthy_task)
     finally:
         for task in (faulty_task, healthy_task):
@@ -324,8 +339,8 @@ def healthy_problems(outcome: Outcome) -> list[str]:
     if slow:
         problems.append(f"replies not within {HEALTHY_BOUND_S} s: {latencies_ms(h)}")
     turns = caller_turns(stored)
-    if len(turns) != len(UTTERANCES):
-        problems.append(f"{len(turns)} caller turns stored, {len(UTTERANCES)} spoken")
+    if len(turns) != len(HEALTHY_UTTERANCES):
+        problems.append(f"{len(turns)} caller turns stored, {len(HEALTHY_UTTERANCES)} spoken")
     provider = outcome.fault.provider
     if provider == "deepgram":
         if not all(DG_MARK in t["user_text"] for t in turns):
@@ -352,7 +367,8 @@ def healthy_problems(outcome: Outcome) -> list[str]:
 def check(stack: Stack, outcome: Outcome) -> None:
     """The assertions every fault shares; the table row is saved first, so a failure still shows."""
     fault, f = outcome.fault, outcome.faulty
-    lost = {"faulty": missing_utterances(outcome.faulty_stored), "healthy": missing_utterances(outcome.healthy_stored)}
+    lost = {"faulty": missing_utterances(outcome.faulty_stored),
+            "healthy": missing_utterances(outcome.healthy_stored, HEALTHY_UTTERANCES)}
     healthy = healthy_problems(outcome)
     save_row(stack.rows, fault.key, Row(
         fault=fault.label, worst_ms=worst_ms(f), bound_s=fault.bound_s,
@@ -372,6 +388,7 @@ async def warm_up(stack: Stack) -> None:
     """One healthy call first: it renders the greeting into the TTS cache and is the baseline row."""
     if stack.warm:
         return
+    stack.warm = True  # once, even if it fails: the greeting is rendered either way
     await settle(stack)
     stack.emulators.reset()
     stack.emulators.configure(BASE_CONFIG)
@@ -380,11 +397,10 @@ async def warm_up(stack: Stack) -> None:
     stored = await asyncio.to_thread(stack.gateway.stored_call, report.call_sid, timeout=20.0)
     save_row(stack.rows, "none", Row(
         fault="none (baseline)", worst_ms=worst_ms(report), bound_s=HEALTHY_BOUND_S,
-        transcripts_complete=not missing_utterances(stored), healthy_unaffected=True, healthy_worst_ms=None,
+        transcripts_complete=not missing_utterances(stored), healthy_unaffected=None, healthy_worst_ms=None,
         detail=f"{latencies_ms(report)}"))
     assert report.error is None and report.completed, report.error
     assert worst_ms(report) is not None and worst_ms(report) <= HEALTHY_BOUND_S * 1000, latencies_ms(report)
-    stack.warm = True
 
 
 def faulty_turns(outcome: Outcome) -> list[dict]:
@@ -410,7 +426,8 @@ async def test_deepgram_drops_mid_utterance(stack):
     check(stack, outcome)
     dropped = [c for c in outcome.log["deepgram"] if c["fault"] == "drop"]
     assert len(dropped) == 1 and dropped[0]["closed_by"] == "server-drop", dropped
-    assert dropped[0]["speech"], "the socket was cut while the caller spoke"
+    speech = dropped[0]["speech"]
+    assert speech and speech[0]["end_at"] is None, f"the socket was cut while the caller spoke: {speech}"
     # F reconnected and replayed the utterance: Deepgram transcribed every turn, each word once.
     turns = faulty_turns(outcome)
     assert all(DG_MARK in t["user_text"] for t in turns), turns
@@ -452,7 +469,7 @@ async def test_openai_answers_429_with_retry_after(stack):
     requests = chats(outcome.log)
     (limited,) = [r for r in requests if r["fault"] == "error429"]
     assert limited["status"] == 429
-    (retry,) = [r for r in requests[requests.index(limited) + 1:] if r["body"]["messages"] == limited["body"]["messages"]]
+    retry = retry_of(requests, limited)
     assert retry["t"] - limited["t"] >= 0.5 - 0.05, "the retry honoured retry-after"
     first = faulty_turns(outcome)[0]
     assert outcome.tag in first["agent_text"], first  # the retry's reply, from the LLM
@@ -465,6 +482,8 @@ async def test_openai_errors_mid_stream(stack):
     check(stack, outcome)
     (broken,) = [r for r in chats(outcome.log) if r["fault"] == "midstream"]
     assert broken["tokens_sent"] == 3, broken
+    # F heard that turn's reply only up to the error ("Noted, reply"): the chain ends a reply whose
+    # text had started (dialog/llm_responder.py), although none of it had been spoken yet.
     first = faulty_turns(outcome)[0]
     assert first["agent_text"], first
 
@@ -477,8 +496,11 @@ async def test_openai_stalls_before_the_first_token(stack):
     requests = chats(outcome.log)
     (stalled,) = [r for r in requests if r["fault"] == "stall"]
     assert stalled["tokens_sent"] == 0
+    # One retry, once the stalled request timed out (see OPEN_BREAKER_BOUND_S for which timeout), answered.
+    retry = retry_of(requests, stalled)
+    assert retry["t"] - stalled["t"] >= min(FIRST_TOKEN_TIMEOUT_SECONDS, BETWEEN_TOKENS_TIMEOUT_SECONDS) - 0.2
     first = faulty_turns(outcome)[0]
-    assert outcome.tag in first["agent_text"], first  # the retry after the first-token timeout answered
+    assert outcome.tag in first["agent_text"], first
 
 
 # ------------------------------------------------------------------ ElevenLabs
@@ -521,3 +543,67 @@ async def test_elevenlabs_answers_5xx(stack):
     assert refused["status"] == 500
     first = norm(faulty_turns(outcome)[0]["agent_text"])
     assert any(t and t in first for t in http_texts(outcome.log)), "the HTTP engine said F's reply"
+
+
+# ------------------------------------------------------------------ the open breaker
+
+BREAKER = f"openai:{OPENAI_MODEL}"
+# This test's own gateway keeps an opened breaker open this long, so the whole next call runs while
+# it is open (the shared gateway's 2 s would half-open it before that call's first turn).
+BREAKER_HOLD_S = 60
+OPENERS = 3  # BREAKER_FAILURE_THRESHOLD stalled greetings at once: three failures in a row
+# A reply that waited for the stalled LLM would take its timeout: 3 s, since the SDK's read timeout
+# (BETWEEN_TOKENS_TIMEOUT_SECONDS) ends a stream that sent headers but no token before the 4 s
+# first-token timeout does. With the breaker open, every reply must come well before either.
+OPEN_BREAKER_BOUND_S = min(FIRST_TOKEN_TIMEOUT_SECONDS, BETWEEN_TOKENS_TIMEOUT_SECONDS) - 0.5
+
+
+@pytest.fixture
+def breaker_gateway(stack):
+    """A gateway of its own for the breaker test: cloud engines only (the LLM chain is primary ->
+    rules either way), and an opened breaker held open for BREAKER_HOLD_S."""
+    env = gateway_env(stack.emulators, BREAKER_RESET_SECONDS=str(BREAKER_HOLD_S), VOICEGATE_LOCAL_ENGINES="0")
+    try:
+        with run_gateway(env=env) as gateway:
+            yield gateway
+    finally:
+        stack.emulators.reset()  # the always-on stall goes
+
+
+async def test_open_breaker_skips_the_stalled_llm_without_waiting(stack, breaker_gateway):
+    emulators, gateway = stack.emulators, breaker_gateway
+    emulators.reset()
+    emulators.configure(BASE_CONFIG)
+    emulators.configure({"openai": {"script": replies_for("breaker"), "default_reply": GREETING}})
+    emulators.configure({"openai": {"fault": "stall", "fault_count": 0}})  # every request, from now on
+
+    # Calls until the breaker opens: three greetings at once, each stalled until its timeout. Each
+    # caller still hears a greeting: the rules' wording, once the breaker refuses the retry.
+    openers = await asyncio.gather(*(place_call(gateway, ()) for _ in range(OPENERS)))
+    for report, _ in openers:
+        assert report.error is None and report.greeting_latency_ms is not None, report.error
+        assert report.greeting_latency_ms <= LLM_STALL_BOUND_S * 1000, report.greeting_latency_ms
+    assert (await asyncio.to_thread(readiness, gateway))["breakers"][BREAKER] == "open"
+    assert await asyncio.to_thread(breaker_gauge, gateway, BREAKER) == 2  # BreakerState.OPEN
+    tried = len(chats(await asyncio.to_thread(emulators.log)))
+    assert tried >= OPENERS
+
+    # The next call: every reply without waiting for the stalled LLM, which is not asked at all.
+    report, _ = await place_call(gateway, HEALTHY_UTTERANCES)
+    log = await asyncio.to_thread(emulators.log)
+    stored = await asyncio.to_thread(gateway.stored_call, report.call_sid, timeout=20.0)
+    still_open = (await asyncio.to_thread(readiness, gateway))["breakers"][BREAKER] == "open"
+    lost = missing_utterances(stored, HEALTHY_UTTERANCES)
+    save_row(stack.rows, "breaker-open", Row(
+        fault="OpenAI stalling, its breaker open: the next call", worst_ms=worst_ms(report),
+        bound_s=OPEN_BREAKER_BOUND_S, transcripts_complete=not lost, healthy_unaffected=None,
+        healthy_worst_ms=None,
+        detail=f"openers {[r.greeting_latency_ms for r, _ in openers]} next call {latencies_ms(report)}"))
+    assert report.error is None and report.completed, report.error
+    values = latencies_ms(report)
+    assert None not in values and max(values) <= OPEN_BREAKER_BOUND_S * 1000, values
+    assert len(chats(log)) == tried, "no request reached the LLM while its breaker was open"
+    assert still_open, "the breaker stayed open for the whole call, so every reply above was under it"
+    assert not lost, stored
+    replies = [t["agent_text"] for t in stored["turns"]]
+    assert all(r and "breaker" not in r and r != GREETING for r in replies), replies  # the rules' wording
