@@ -177,7 +177,10 @@ class LlmResponder:
             except ProviderError as exc:
                 log.warning("LLM failed", extra={"fields": {"provider": exc.provider, "error": str(exc)[:200]}})
                 if produced:
-                    return  # the caller heard part of it: end the reply there
+                    # The caller has a fragment; the decision (and its question) must still be said.
+                    # Said twice is better than a caller left without the question.
+                    yield " " + decided.text, "rules"
+                    return
         yield decided.text, "rules"  # every LLM failed: the template is always there
 
     # ------------------------------------------------------------------------

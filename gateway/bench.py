@@ -95,7 +95,9 @@ SPEECH_DBFS = -40.0  # caller audio frames below this are trimmed from the utter
 LOADGEN_CPU_LIMIT_PCT = 85.0
 CORE_LIMIT_PCT = 90.0
 LOOP_LAG_LIMIT_MS = 20.0  # p99 lateness of a 10 ms timer: caller timestamps are that much off
-SEND_LAG_LIMIT_MS = 40.0  # p99 of the calls' worst frame lateness: two frames
+# p95 over calls of each call's worst frame lateness: a single 40 ms hiccup in a 30 s call is two frames
+# sent back to back (harmless); most calls seeing 3+ frames late means the sender is falling behind.
+SEND_LAG_LIMIT_MS = 60.0
 SLIP_CALLS_LIMIT = 0.01  # share of calls whose send clock slipped (a >100 ms stall)
 # CPU used by processes outside the benchmark (another test suite on a shared machine) above this,
 # in % of one core averaged over the load, makes every figure suspect: the report says so.
@@ -944,8 +946,12 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
         if ha:
             p50, n = histogram_quantile(hb, ha, 0.5)
             p99, _ = histogram_quantile(hb, ha, 0.99)
+            first = min(le for le in ha if not math.isinf(le))
+            in_first = ha[first] - hb.get(first, 0.0)
             overhead_gateway = {"n": n, "p50": None if p50 is None else round(p50 * 1000, 2),
                                 "p99": None if p99 is None else round(p99 * 1000, 2),
+                                # Every observation in the lowest bucket: the quantiles only say "under it".
+                                "all_in_first_bucket_ms": round(first * 1000, 3) if n and in_first >= n else None,
                                 "source": "voicegate_gateway_overhead_seconds bucket deltas"}
         vb = parse_histogram(before, "voicegate_voice_to_voice_seconds")
         va = parse_histogram(after, "voicegate_voice_to_voice_seconds")
@@ -1020,9 +1026,9 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
     lag99 = loadgen["loop_lag_ms"]["p99"]
     if lag99 is not None and lag99 > LOOP_LAG_LIMIT_MS:
         reasons.append(f"generator event loop p99 lag {lag99:.0f} ms (limit {LOOP_LAG_LIMIT_MS:.0f} ms)")
-    send99 = loadgen["max_send_lag_ms"]["p99"]
-    if send99 is not None and send99 > SEND_LAG_LIMIT_MS:
-        reasons.append(f"p99 of the calls' worst frame lateness {send99:.0f} ms (limit {SEND_LAG_LIMIT_MS:.0f} ms)")
+    send95 = loadgen["max_send_lag_ms"]["p95"]
+    if send95 is not None and send95 > SEND_LAG_LIMIT_MS:
+        reasons.append(f"p95 of the calls' worst frame lateness {send95:.0f} ms (limit {SEND_LAG_LIMIT_MS:.0f} ms)")
     if records and loadgen["calls_with_clock_slip"] > SLIP_CALLS_LIMIT * len(records):
         reasons.append(f"{loadgen['calls_with_clock_slip']} call(s) had their 20 ms send clock slip")
     if gen_errors:
@@ -1085,8 +1091,10 @@ def format_report(r: dict[str, Any]) -> str:
         rows.append(("overhead (caller) ms", f"p50 {_f(oc['p50'])}  p95 {_f(oc['p95'])}  p99 {_f(oc['p99'])}  "
                                              f"(v2v - {oc['subtracted_ms']} ms configured waits)"))
     if og:
+        first = og.get("all_in_first_bucket_ms")
         rows.append(("overhead (gateway) ms", f"p50 {_f(og['p50'], digits=2)}  p99 {_f(og['p99'], digits=2)}  "
-                                              f"n={og['n']} (from /metrics)"))
+                                              f"n={og['n']} (from /metrics"
+                                              + (f"; all under its lowest bucket, {first:g} ms)" if first else ")")))
     rows += [
         ("barge-in -> clear ms", f"p50 {_f(bi['p50'])}  p95 {_f(bi['p95'])}  ({bi['n']}/{bi['barge_ins']} cleared)"),
         ("underruns", f"{ur['count']} ({_f(ur['pct_frames'], '%', 3)} of {ur['reply_frames']} reply frames, "
@@ -1100,8 +1108,8 @@ def format_report(r: dict[str, Any]) -> str:
         rows.append(("emulators CPU", f"{_f(emu['cpu_pct_load'], '%')} over the load, max {_f(emu['cpu_pct_max'], '%')}"))
     rows += [
         ("load generator", f"{lg['procs']} proc(s), CPU {', '.join(_f(x, '%') for x in lg['cpu_pct']) or '-'}; "
-                           f"loop lag p99 {_f(lg['loop_lag_ms']['p99'])} ms; send lag p99 "
-                           f"{_f(lg['max_send_lag_ms']['p99'])} ms; clock slip {lg['clock_slip_ms_total']} ms "
+                           f"loop lag p99 {_f(lg['loop_lag_ms']['p99'])} ms; worst send lag p95 "
+                           f"{_f(lg['max_send_lag_ms']['p95'])} ms; clock slip {lg['clock_slip_ms_total']} ms "
                            f"in {lg['calls_with_clock_slip']} call(s)"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -62,7 +62,11 @@ class LlmTimeouts:
     pool: float = POOL_TIMEOUT_SECONDS
 
     def sdk(self) -> openai.Timeout:
-        return openai.Timeout(connect=self.connect, read=self.between_tokens, write=self.write, pool=self.pool)
+        # httpx applies `read` to every socket read, the wait for the first chunk included: it must not
+        # be shorter than the first-token budget. The between-token budget is enforced per chunk in
+        # `OpenAiLlm.stream`; this is only the backstop.
+        read = max(self.first_token, self.between_tokens) + 1.0
+        return openai.Timeout(connect=self.connect, read=read, write=self.write, pool=self.pool)
 
 
 class OpenAiLlm:
@@ -138,7 +142,12 @@ class OpenAiLlm:
                         raise ProviderTimeout(PROVIDER,
                                               f"no first token within {self.timeouts.first_token:g} s") from None
                 else:
-                    chunk = await anext(chunks, None)
+                    try:
+                        async with asyncio.timeout(self.timeouts.between_tokens):
+                            chunk = await anext(chunks, None)
+                    except TimeoutError:
+                        raise ProviderTimeout(PROVIDER, f"stream stalled for {self.timeouts.between_tokens:g} s "
+                                                        "between tokens") from None
                 if chunk is None:
                     break
                 for choice in chunk.choices or ():

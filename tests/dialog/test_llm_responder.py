@@ -151,3 +151,15 @@ def test_tool_arguments_are_validated():
     for bad in ('{"intent": "dance"}', '{"intent": "affirm", "time": "25:00"}', "[]"):
         with pytest.raises(ValueError):
             parse_tool_arguments(bad)
+
+
+async def test_a_reply_cut_mid_stream_still_says_the_decision():
+    class Breaks(FakeLlm):
+        async def stream(self, messages, *, tools=(), max_tokens=150):
+            yield "Noted, "
+            raise ProviderError("fake-llm", "overloaded", heard_anything=True)
+
+    r, _, _ = responder("disabled", Breaks())
+    text, end, _ = await turn(r, 0)
+    assert text.startswith("Noted,") and text.endswith("Would you like to book an appointment?")
+    assert end.source == "rules"

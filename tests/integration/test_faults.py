@@ -88,6 +88,8 @@ GREETING = "Hello, how can I help?"
 NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
 
 OPENAI_MODEL = "gpt-4o-mini"  # the gateway's default OPENAI_MODEL; its breaker is "openai:<model>"
+BREAKER_THRESHOLD = 3  # BREAKER_FAILURE_THRESHOLD: failures in a row that open a breaker
+BREAKER_RESET_S = 2  # BREAKER_RESET_SECONDS: short, so one test's opened breaker is gone by the next
 EMULATOR_FLAGS = ("--stt-final-delay", "0.15", "--llm-first-token", "0.3", "--tts-first-byte", "0.15")
 # Settings a test may change, put back before each test (a reset clears only faults and logs).
 BASE_CONFIG: dict[str, Any] = {
@@ -163,7 +165,8 @@ class Stack:
 
 def gateway_env(emulators: RunningEmulators, **extra: str) -> dict[str, str]:
     env = {**emulators.gateway_env(), "LATENCY_OPTIMIZATION_MODE": "disabled",
-           "BREAKER_RESET_SECONDS": "2", "BREAKER_FAILURE_THRESHOLD": "3", "OPENAI_FALLBACK_MODEL": ""}
+           "BREAKER_RESET_SECONDS": str(BREAKER_RESET_S), "BREAKER_FAILURE_THRESHOLD": str(BREAKER_THRESHOLD),
+           "OPENAI_FALLBACK_MODEL": ""}  # unset: the LLM chain is the primary model, then the rules
     env.update(extra)
     return env
 
@@ -549,9 +552,9 @@ async def test_elevenlabs_answers_5xx(stack):
 
 BREAKER = f"openai:{OPENAI_MODEL}"
 # This test's own gateway keeps an opened breaker open this long, so the whole next call runs while
-# it is open (the shared gateway's 2 s would half-open it before that call's first turn).
+# it is open (the shared gateway's BREAKER_RESET_S would half-open it before that call's first turn).
 BREAKER_HOLD_S = 60
-OPENERS = 3  # BREAKER_FAILURE_THRESHOLD stalled greetings at once: three failures in a row
+OPENERS = BREAKER_THRESHOLD  # that many stalled greetings at once: as many failures in a row
 # A reply that waited for the stalled LLM would take its timeout: 3 s, since the SDK's read timeout
 # (BETWEEN_TOKENS_TIMEOUT_SECONDS) ends a stream that sent headers but no token before the 4 s
 # first-token timeout does. With the breaker open, every reply must come well before either.

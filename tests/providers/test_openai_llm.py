@@ -75,14 +75,23 @@ async def test_stall_before_first_token_times_out_within_budget(emu: EmulatorSer
     assert caught.value.retryable and not caught.value.heard_anything
 
 
-async def test_stall_is_caught_by_the_read_timeout_too(emu: EmulatorServer) -> None:
-    emu.config.openai.fault = "stall"
-    llm = make_llm(emu, timeouts=LlmTimeouts(first_token=10.0, between_tokens=0.4))
+async def test_first_token_budget_is_not_cut_short_by_the_between_token_budget(emu: EmulatorServer) -> None:
+    emu.config.llm_first_token = 1.0  # slow to start, but within the 1.5 s first-token budget
+    llm = make_llm(emu, timeouts=LlmTimeouts(first_token=1.5, between_tokens=0.4))
+    chunks = await collect(llm)
+    assert "".join(c for c in chunks if isinstance(c, str))
+
+
+async def test_a_stall_between_tokens_times_out_after_text(emu: EmulatorServer) -> None:
+    emu.config.llm_first_token = 0.05
+    emu.config.llm_token_rate = 1.0  # a token a second: a stall against a 0.4 s between-token budget
+    llm = make_llm(emu, timeouts=LlmTimeouts(first_token=2.0, between_tokens=0.4))
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(ProviderTimeout) as caught:
         await collect(llm)
     assert loop.time() - started < 3.0
+    assert caught.value.heard_anything and not caught.value.retryable
 
 
 async def test_rate_limit_is_retryable_with_retry_after(emu: EmulatorServer) -> None:
