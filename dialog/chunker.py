@@ -2,8 +2,8 @@
 
 The caller should hear the first words as soon as the LLM has produced a speakable first phrase,
 not a whole paragraph. So the first piece may end at a clause boundary (a comma, a colon, a dash)
-once it is long enough to sound natural on its own; later pieces end at sentence boundaries, which
-give the TTS engine more context for prosody. A sentence boundary is a terminator followed by a
+once it is long enough to sound natural on its own ("Sure," or "Alright,"); later pieces end at
+sentence boundaries, which give the TTS engine more context for prosody. A sentence boundary is a terminator followed by a
 space (so "3.5" and "p.m." inside a sentence do not cut it), except after common abbreviations.
 A piece that grows past `max_chars` without any boundary is cut at its last space.
 """
@@ -25,7 +25,9 @@ _CLAUSE_END = re.compile(r"[,;:]\s|\s[-\u2013\u2014]\s")
 
 @dataclass(frozen=True)
 class ChunkerSettings:
-    first_clause_min_chars: int = 24  # ~5 words: shorter clauses sound clipped when spoken alone
+    # "Sure," or "Alright," spoken alone sounds natural and reaches the caller a whole sentence of tokens
+    # sooner; "Hi," or "So," alone sounds clipped.
+    first_clause_min_chars: int = 4
     max_chars: int = 220  # ~15 s of speech: never hold more than that waiting for a full stop
 
 

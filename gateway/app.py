@@ -122,6 +122,10 @@ class Gateway:
 
     async def _load(self) -> None:
         await self.engines.load()
+        described = self.engines.describe()
+        for role in ("stt", "llm", "tts"):
+            if described[role]:
+                metrics.ENGINE_READY.labels(role, str(described[role])).set(1 if self.engines.ready else 0)
         await self.engines.prerender(fixed_prompt_sentences(self.dialog_settings))
         log_event(log, "engines ready" if self.engines.ready else "engines not ready", **self.engines.describe())
 

@@ -55,6 +55,9 @@ FALLBACKS = Counter("voicegate_fallbacks_total", "Fallbacks past an engine to th
 BREAKER_STATE = Gauge("voicegate_circuit_breaker_state", "0 closed, 1 half-open, 2 open", ["provider"],
                       **({"multiprocess_mode": "max"} if _MULTIPROCESS else {}))
 
+ENGINE_READY = Gauge("voicegate_engine_ready", "1 once an engine (chain) of a role is loaded and usable",
+                     ["role", "engine"], **({"multiprocess_mode": "max"} if _MULTIPROCESS else {}))
+
 CACHE = Counter("voicegate_response_cache_total", "Response cache lookups", ["result"])
 QUICK_RESPONSES = Counter("voicegate_quick_responses_total", "Quick-response lookups", ["result"])
 SHADOW_DIFFS = Counter("voicegate_shadow_differences_total", "Shadow mode: fast path differed from the LLM's")

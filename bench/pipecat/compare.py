@@ -72,6 +72,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-call-s", type=float, default=90.0)
     p.add_argument("--gateway-command", default="", help="voicegate's server command (default: python -m gateway serve)")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--render", default="", metavar="JSON", help="only re-write the table of a saved compare.json")
+    p.add_argument("--name", default="compare", help="file name stem of the outputs")
     return p.parse_args(argv)
 
 
@@ -118,6 +120,13 @@ def run_pipecat(args: argparse.Namespace, level: int) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+COLLAPSE_HIDDEN = {"v2v_p50", "v2v_p95", "overhead_caller_p50", "overhead_caller_p99", "clear_p50"}
+
+
+def collapsed(figures: dict) -> bool:
+    return bool(figures) and figures["failed"] > SURVIVAL_FAILED_SHARE * max(1, figures["placed"])
+
+
 def ratio(p, v) -> str:
     if p is None or v is None or v == 0:
         return "–"
@@ -135,6 +144,13 @@ def markdown(levels: list[int], results: dict[str, dict[int, dict]]) -> str:
             vv = v.get(key) if v else None
             p_text = fmt(pv, digits) if p else (p_run.get("status") or "not run")
             v_text = fmt(vv, digits) if v else (v_run.get("status") or "not run")
+            # A system whose calls mostly failed has no meaningful latency: its "replies" are stray
+            # audio (a greeting arriving late), so those cells say it collapsed instead of a number.
+            if key in COLLAPSE_HIDDEN:
+                if collapsed(p):
+                    p_text, pv = f"collapsed ({p['failed']}/{p['placed']} failed)", None
+                if collapsed(v):
+                    v_text, vv = f"collapsed ({v['failed']}/{v['placed']} failed)", None
             lines.append(f"| {level} | {label} | {v_text} | {p_text} | {ratio(pv, vv)} |")
         notes = []
         for name, run in (("voicegate", v_run), ("Pipecat", p_run)):
@@ -150,8 +166,27 @@ def markdown(levels: list[int], results: dict[str, dict[int, dict]]) -> str:
     return "\n".join(lines)
 
 
+def write_markdown(doc: dict, levels: list[int], results: dict[str, dict[int, dict]], path: Path) -> str:
+    pin = doc["pinning"]
+    table = markdown(levels, results)
+    path.write_text(
+        f"# voicegate vs Pipecat 1.14.0\n\n`{doc['command']}` at {doc['at']}. Same emulators (STT final 150 ms, "
+        f"LLM first token 300 ms at 50 tok/s, TTS first byte 150 ms), same simulated calls, server pinned to core "
+        f"{pin['server_cpu']}, load generator + emulators on core {pin['loadgen_and_emulators_cpu']}, nice "
+        f"{pin.get('nice')}. Ratios above 1 mean Pipecat needs more (time, CPU, memory) than voicegate. "
+        f"Caller-side overhead subtracts each system's own end-of-speech wait (voicegate: 300 ms Deepgram "
+        f"endpointing; Pipecat: 200 ms Silero VAD stop_secs) and the providers' configured share.\n\n{table}\n")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.render:  # re-write the markdown of a saved run
+        doc = json.loads(Path(args.render).read_text())
+        results = {s: {int(k): v for k, v in r.items()} for s, r in doc["results"].items()}
+        levels = sorted({level for r in results.values() for level in r})
+        print(write_markdown(doc, levels, results, Path(args.render).with_suffix(".md")))
+        return 0
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if "pipecat" in systems and not PIPECAT_PYTHON.exists():
@@ -188,14 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                        "nice": args.nice},
            "pipecat": {"version": "1.14.0", "python": str(PIPECAT_PYTHON), "eos_wait_ms": PIPECAT_EOS_WAIT_MS},
            "results": {s: {str(k): v for k, v in r.items()} for s, r in results.items()}}
-    (out / "compare.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    table = markdown(levels, results)
-    (out / "compare.md").write_text(
-        f"# voicegate vs Pipecat 1.14.0\n\n`{command}` at {doc['at']}. Same emulators (STT final 150 ms, LLM first "
-        f"token 300 ms at 50 tok/s, TTS first byte 150 ms), same simulated calls, server pinned to core "
-        f"{args.gateway_cpu}, load generator + emulators on core {args.loadgen_cpu}. Ratios above 1 mean "
-        f"Pipecat needs more (time, CPU, memory) than voicegate.\n\n{table}\n")
-    print(table)
+    (out / f"{args.name}.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    print(write_markdown(doc, levels, results, out / f"{args.name}.md"))
     return 0
 
 

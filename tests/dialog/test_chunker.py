@@ -27,8 +27,9 @@ def test_sentences_are_emitted_as_they_complete():
 def test_first_piece_may_end_at_a_clause_once_long_enough():
     assert stream("Thanks for calling the clinic today, I can help you book a visit. Bye.") == [
         "Thanks for calling the clinic today,", "I can help you book a visit.", "Bye."]
-    # A short clause is not worth speaking alone.
-    assert stream("Sure, I can do that.") == ["Sure, I can do that."]
+    # "Sure," goes out alone, a sentence of tokens before the full stop; "Hi," is too short to.
+    assert stream("Sure, I can do that.") == ["Sure,", "I can do that."]
+    assert stream("Hi, I can do that.") == ["Hi, I can do that."]
     # Only the first piece is cut at a clause; later ones wait for the sentence end.
     assert stream("Hello there. Tuesday works, and so does Wednesday afternoon, if you prefer.")[1] == (
         "Tuesday works, and so does Wednesday afternoon, if you prefer.")
