@@ -47,6 +47,16 @@ def fmt(value: Any, digits: int = 0, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def loadgen_limits(r: dict[str, Any]) -> list[str]:
+    """The report's load-generator verdict, judged again with the current bounds of gateway.bench."""
+    from gateway.bench import loadgen_limits as judge
+
+    cfg = r.get("config", {})
+    shared = cfg.get("loadgen_cpu") is not None and cfg.get("emulators_cpu") == cfg.get("loadgen_cpu")
+    emu = (r.get("emulators") or {}).get("cpu_pct_load") if shared else None
+    return judge(r["loadgen"], emu, r["calls"]["placed"])
+
+
 def row_figures(r: dict[str, Any] | None) -> dict[str, Any]:
     """The comparison figures of one bench report (None for a run that did not happen)."""
     if not r:
@@ -74,5 +84,5 @@ def row_figures(r: dict[str, Any] | None) -> dict[str, Any]:
         "cpu_steady": gw.get("cpu_pct_steady"), "cpu_load": gw.get("cpu_pct_load"),
         "rss_idle_mb": gw.get("rss_idle_mb"), "rss_peak_mb": gw.get("rss_peak_mb"),
         "rss_per_call_kb": gw.get("rss_per_call_kb"),
-        "loadgen_limited": r["verdict"]["loadgen_limited"], "contended": r["verdict"].get("contended", False),
+        "loadgen_limited": bool(loadgen_limits(r)), "contended": r["verdict"].get("contended", False),
     }

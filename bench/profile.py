@@ -8,10 +8,13 @@ The gateway runs as `py-spy record --format raw -- python -m gateway serve`, pin
 matrix (gateway core 0; py-spy, the emulators and the load generator core 1), under the same
 `gateway.bench` load as `voicegate bench --spawn`. When the load is done the gateway is stopped and
 py-spy writes its collapsed stacks (one line per distinct stack, with its sample count; idle
-threads are not sampled). Stacks from start-up (imports) are dropped; the rest are summarised:
-each stack is put in the first category whose marker it contains (the per-frame path: JSON parse,
-base64, codec, VAD, send...; the per-turn path: STT, LLM, TTS clients...), and the functions with
-the most self time are listed with file:function.
+threads are not sampled). `--gil` samples only the thread holding the GIL: Python's own CPU work,
+not threads parked on a queue or uvloop waiting in epoll (py-spy's idle detection does not see
+those on this machine). Stacks from start-up (imports, engine loading) are dropped; each remaining
+sample is attributed twice, walking its stack from the leaf up: to an operation (JSON, base64,
+codec, VAD, WebSocket framing, SDK model parsing, asyncio plumbing...) and to the part of voicegate
+it worked for (inbound frame, outbound writer, STT forwarding, TTS / LLM clients...). The
+functions with the most self time are listed with file:function:line.
 """
 
 from __future__ import annotations
@@ -32,30 +35,48 @@ from benchlib import RESULTS, ROOT, wait_quiet  # noqa: E402
 
 from gateway import bench as B  # noqa: E402
 
-# (category, markers): a stack belongs to the first category one of whose markers is in it. Order
-# matters: the narrowest, per-frame work first, then the per-turn clients, then the plumbing.
-CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("startup (dropped)", ("_find_and_load", "Engines.load", "prerender")),
-    ("frame: JSON parse (twilio_protocol.parse)", ("twilio_protocol.py", "orjson")),
-    ("frame: base64", ("b64decode", "b64encode", "base64.py")),
-    ("frame: mu-law codec / resample", ("audio/mulaw.py", "audio/resample.py", "mulaw.py")),
-    ("frame: VAD / ring buffer", ("audio/vad.py", "audio/ring_buffer.py", "vad.py", "ring_buffer.py")),
-    ("frame: outbound pacer / framing", ("audio/framing.py", "framing.py")),
-    ("frame: call core (session.py)", ("gateway/session.py", "session.py")),
-    ("turn: Deepgram client (STT)", ("deepgram_stt.py", "/deepgram/")),
-    ("turn: OpenAI client (LLM)", ("openai_llm.py", "/openai/", "httpx2", "httpcore", "h11")),
-    ("turn: ElevenLabs client (TTS)", ("elevenlabs_tts.py", "/elevenlabs/")),
-    ("turn: dialog / responder", ("dialog/",)),
+# What a sample was doing: the first marker met walking its stack from the leaf up (so a frame write
+# inside the Deepgram client counts as "provider WebSocket", not as Deepgram's own logic, and the
+# middleware that wraps every request never captures the whole stack).
+OPERATIONS: list[tuple[str, tuple[str, ...]]] = [
+    ("JSON parse / serialize", ("orjson", "json/")),
+    ("base64", ("base64.py", "b64encode", "b64decode")),
+    ("mu-law codec", ("audio/mulaw.py",)),
+    ("resampling", ("audio/resample.py", "soxr")),
+    ("VAD / ring buffer", ("audio/vad.py", "audio/ring_buffer.py")),
+    ("outbound pacer / framing", ("audio/framing.py",)),
+    ("Twilio protocol (parse / build)", ("gateway/twilio_protocol.py",)),
+    ("WebSocket to Twilio (uvicorn, sans-io)", ("uvicorn/protocols/websockets",)),
+    ("WebSocket client to providers (websockets lib)", ("websockets/", "permessage_deflate", "randbytes")),
+    ("SDK models (pydantic, typing introspection)", ("pydantic", "typing.py", "/core/unchecked_base_model",
+                                                     "/core/pydantic_utilities")),
+    ("HTTP client (openai SDK, httpx2)", ("httpx2", "httpcore", "h11", "openai/", "anyio")),
     ("metrics (prometheus_client)", ("prometheus_client",)),
-    ("logging", ("logging/", "gateway/logs.py", "logs.py")),
-    ("transcript store (sqlite)", ("store.py", "sqlite3")),
-    ("dashboard feed", ("dashboard.py",)),
-    ("socket send (websocket write)", ("send_text", "websockets_sansio_impl.py:send", "write", "sendall")),
-    ("socket receive (websocket read/parse)", ("websockets_sansio_impl.py", "/websockets/", "data_received",
-                                               "websockets_impl.py", "wsproto")),
-    ("media loop glue (call.py)", ("gateway/call.py", "call.py")),
-    ("asyncio event loop", ("asyncio/", "uvloop")),
+    ("logging", ("logging/", "gateway/logs.py")),
+    ("sqlite store", ("sqlite3", "dialog/store.py")),
+    ("asyncio plumbing (tasks, queues, events, timers)", ("asyncio/",)),
+    ("call core (gateway/session.py)", ("gateway/session.py",)),
+    ("media loop (gateway/call.py)", ("gateway/call.py",)),
+    ("Deepgram client code", ("providers/deepgram_stt.py", "deepgram/")),
+    ("ElevenLabs client code", ("providers/elevenlabs_tts.py", "elevenlabs/")),
+    ("OpenAI client code", ("providers/openai_llm.py",)),
+    ("dialog / responder", ("dialog/",)),
+    ("other gateway code", ("gateway/", "providers/", "audio/")),
+    ("starlette / uvicorn", ("starlette/", "uvicorn/")),
 ]
+# Which part of voicegate the sample was working for: its innermost voicegate frame.
+OWNERS: list[tuple[str, tuple[str, ...]]] = [
+    ("per frame: inbound media (call.py _on_message / session audio)", ("_on_message", "AudioReceived",
+                                                                         "_on_audio")),
+    ("per frame: outbound writer (call.py _writer)", ("MediaCall._writer",)),
+    ("per frame: STT audio forwarding (providers/deepgram_stt.py)", ("providers/deepgram_stt.py",)),
+    ("per turn: TTS client (providers/elevenlabs_tts.py)", ("providers/elevenlabs_tts.py",)),
+    ("per turn: LLM client (providers/openai_llm.py)", ("providers/openai_llm.py",)),
+    ("per turn: dialog", ("dialog/",)),
+    ("call timers / core (session.py)", ("gateway/session.py", "MediaCall._on_timer")),
+    ("other voicegate code", ("gateway/", "providers/", "audio/")),
+]
+STARTUP = ("_find_and_load", "Engines.load", "prerender", "lifespan")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -73,40 +94,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def categorize(stack: str) -> str:
-    for name, markers in CATEGORIES:
-        if any(m in stack for m in markers):
-            return name
-    return "other"
+def classify(frames: list[str], table: list[tuple[str, tuple[str, ...]]]) -> str:
+    for frame in reversed(frames):  # leaf first
+        for name, markers in table:
+            if any(m in frame for m in markers):
+                return name
+    return "unattributed (C code called from the event loop)"
 
 
 def summarize(raw: str) -> dict:
-    stacks: list[tuple[str, int]] = []
+    stacks: list[tuple[list[str], int]] = []
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
-            stacks.append((stack, int(count)))
+            stacks.append((stack.split(";"), int(count)))
     total_all = sum(n for _, n in stacks)
-    cats: Counter[str] = Counter()
+    ops: Counter[str] = Counter()
+    owners: Counter[str] = Counter()
     selfs: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    for stack, n in stacks:
-        cat = categorize(stack)
-        cats[cat] += n
-        if cat == "startup (dropped)":
+    startup = 0
+    for frames, n in stacks:
+        if any(m in f for f in frames for m in STARTUP):
+            startup += n
             continue
-        frames = stack.split(";")
+        ops[classify(frames, OPERATIONS)] += n
+        owners[classify(frames, OWNERS)] += n
         selfs[frames[-1]] += n
-        for frame in set(frames):
-            inclusive[frame] += n
-    total = total_all - cats["startup (dropped)"]
+    total = total_all - startup
     pct = lambda n: round(100.0 * n / total, 1) if total else 0.0  # noqa: E731
     return {
         "samples": total_all, "samples_after_startup": total,
-        "categories": [{"category": c, "samples": n, "pct": pct(n)}
-                       for c, n in cats.most_common() if c != "startup (dropped)"],
-        "top_self": [{"frame": f, "samples": n, "pct": pct(n)} for f, n in selfs.most_common(40)],
-        "top_inclusive": [{"frame": f, "samples": n, "pct": pct(n)} for f, n in inclusive.most_common(60)],
+        "operations": [{"operation": c, "samples": n, "pct": pct(n)} for c, n in ops.most_common()],
+        "owners": [{"owner": c, "samples": n, "pct": pct(n)} for c, n in owners.most_common()],
+        "top_self": [{"frame": f, "samples": n, "pct": pct(n)} for f, n in selfs.most_common(50)],
     }
 
 
@@ -131,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         port = B.free_port()
         log = tmp / "gateway.log"
         gateway_cmd = B.pinned_command([sys.executable, "-m", "gateway", "serve"], args.gateway_cpu, args.nice)
-        cmd = B.pinned_command([py_spy, "record", "--rate", str(args.rate), "--format", "raw",
+        cmd = B.pinned_command([py_spy, "record", "--gil", "--rate", str(args.rate), "--format", "raw",
                                 "--output", str(raw_path), "--", *gateway_cmd], args.loadgen_cpu, args.nice)
         with log.open("wb") as f:
             spy = subprocess.Popen(cmd, cwd=ROOT, env=B.gateway_env(port, tmp, opts, emulators_url),
@@ -162,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
                                                      "overhead_gateway_ms", "gateway", "verdict")}})
     (out / f"profile-{args.calls}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\n{summary['samples_after_startup']} samples after start-up ({args.rate}/s)")
-    for c in summary["categories"]:
-        print(f"  {c['pct']:5.1f}%  {c['category']}")
+    print("by operation (innermost recognisable frame):")
+    for c in summary["operations"]:
+        print(f"  {c['pct']:5.1f}%  {c['operation']}")
+    print("by owner (innermost voicegate frame):")
+    for c in summary["owners"]:
+        print(f"  {c['pct']:5.1f}%  {c['owner']}")
     print("top self time:")
     for row in summary["top_self"][:25]:
         print(f"  {row['pct']:5.1f}%  {row['frame']}")

@@ -140,6 +140,7 @@ class BenchOptions:
     gateway_log_level: str = "INFO"
     latency_mode: str = "disabled"  # every reply through the LLM: the providers' share is then known
     eos_wait_ms: float | None = None  # end-of-speech wait to subtract; default: the Deepgram endpointing asked for
+    first_phrase_rule: str = "gateway"  # how the target cuts its first phrase (FIRST_PHRASE_RULES)
     gateway_env: dict[str, str] = field(default_factory=dict)
     gateway_command: str = ""  # replaces `python -m gateway serve` (e.g. under py-spy)
     voice: str = "piper"  # piper | synthetic
@@ -166,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--metrics-url", default="", help="its /metrics (default: derived from --url; none if unreachable)")
     g.add_argument("--gateway-pid", type=int, default=None, help="sample this process's CPU and RSS")
     g.add_argument("--emulators-url", default="", help="the emulators the gateway uses: read their latencies")
+    g.add_argument("--first-phrase", dest="first_phrase_rule", choices=FIRST_PHRASE_RULES, default="gateway",
+                   help="how the target cuts the LLM stream into its first spoken phrase: voicegate's chunker, "
+                        "or a whole sentence (Pipecat), for the providers' share of the caller-side overhead")
     g.add_argument("--eos-wait-ms", type=float, default=None,
                    help="end-of-speech wait subtracted for the caller-side overhead (default: the Deepgram "
                         "endpointing the target asked the emulator for)")
@@ -297,21 +301,38 @@ def caller_script(audio: dict[str, bytes], opts: BenchOptions) -> list[CallerTur
 # ------------------------------------------------------------------ the share the providers take
 
 
+FIRST_PHRASE_RULES = ("gateway", "sentence")
+
+
+def first_phrase_token(tokens: Sequence[str], rule: str = "gateway") -> int:
+    """Index of the streamed token on whose arrival the target has its first speakable phrase.
+    `gateway`: voicegate's own chunker (it may speak a first clause such as "Sure,"). `sentence`: a
+    whole first sentence, known once the token after its terminator arrives (Pipecat's sentence
+    aggregation, which looks ahead one character past the punctuation)."""
+    if rule == "gateway":
+        from dialog.chunker import SentenceChunker
+
+        chunker = SentenceChunker()
+        for i, token in enumerate(tokens):
+            if chunker.push(token):
+                return i
+    elif rule == "sentence":
+        for i, token in enumerate(tokens[:-1]):
+            if token.rstrip().endswith((".", "!", "?")):
+                return i + 1
+    else:
+        raise ValueError(f"first-phrase rule must be one of {FIRST_PHRASE_RULES}, not {rule!r}")
+    return len(tokens) - 1  # no phrase before the end: the stream's last token flushes it
+
+
 def provider_share_ms(stt_final_delay: float, llm_first_token: float, llm_token_rate: float,
-                      tts_first_byte: float, reply: str) -> dict[str, float]:
+                      tts_first_byte: float, reply: str, rule: str = "gateway") -> dict[str, float]:
     """The emulated providers' configured time on a turn's critical path, in ms: the STT final after
-    endpointing, the LLM's first token plus the tokens until the gateway's chunker has a first
-    speakable phrase, and the TTS first byte."""
-    from dialog.chunker import SentenceChunker
+    endpointing, the LLM's first token plus the tokens until the target has a first speakable phrase
+    (see `first_phrase_token`), and the TTS first byte."""
     from emulators.openai import tokenize
 
-    tokens = tokenize(reply)
-    chunker = SentenceChunker()
-    k = len(tokens) - 1  # no phrase before the end: the stream's last token flushes it
-    for i, token in enumerate(tokens):
-        if chunker.push(token):
-            k = i
-            break
+    k = first_phrase_token(tokenize(reply), rule)
     step = 1.0 / llm_token_rate if llm_token_rate > 0 else 0.0
     return {
         "stt_final_ms": stt_final_delay * 1000,
@@ -890,6 +911,30 @@ def _window_cpu(samples: list[tuple[float, float, int, int, int]], windows: list
     return mean(steady), mean(loaded)
 
 
+def loadgen_limits(loadgen: dict[str, Any], emulators_cpu_on_same_core: float | None, calls: int) -> list[str]:
+    """Why the load generator, not the target, may have been the limit (empty: it kept up). Takes the
+    report's `loadgen` section, so a saved report can be judged again with these bounds."""
+    reasons = []
+    gen_cpu = loadgen.get("cpu_pct") or []
+    if gen_cpu and max(gen_cpu) >= LOADGEN_CPU_LIMIT_PCT:
+        reasons.append(f"a generator process used {max(gen_cpu):.0f}% of its core (limit {LOADGEN_CPU_LIMIT_PCT:.0f}%)")
+    if emulators_cpu_on_same_core is not None and gen_cpu:
+        core = sum(gen_cpu) + emulators_cpu_on_same_core
+        if core >= CORE_LIMIT_PCT:
+            reasons.append(f"generator + emulators used {core:.0f}% of their core (limit {CORE_LIMIT_PCT:.0f}%)")
+    lag99 = loadgen["loop_lag_ms"]["p99"]
+    if lag99 is not None and lag99 > LOOP_LAG_LIMIT_MS:
+        reasons.append(f"generator event loop p99 lag {lag99:.0f} ms (limit {LOOP_LAG_LIMIT_MS:.0f} ms)")
+    send95 = loadgen["max_send_lag_ms"]["p95"]
+    if send95 is not None and send95 > SEND_LAG_LIMIT_MS:
+        reasons.append(f"p95 of the calls' worst frame lateness {send95:.0f} ms (limit {SEND_LAG_LIMIT_MS:.0f} ms)")
+    if calls and loadgen["calls_with_clock_slip"] > SLIP_CALLS_LIMIT * calls:
+        reasons.append(f"{loadgen['calls_with_clock_slip']} call(s) had their 20 ms send clock slip")
+    if loadgen.get("errors"):
+        reasons.append("generator process failure: " + "; ".join(loadgen["errors"]))
+    return reasons
+
+
 def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any]], sampler: Sampler,
                  idle: dict | None, settled: dict | None, before: str | None, after: str | None,
                  emulated: dict | None, endpointing: int | None, warm_errors: list[str],
@@ -932,11 +977,12 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
             eos, eos_source = DEFAULT_ENDPOINTING_MS, "assumed (no endpointing in the emulator log)"
         share = provider_share_ms(emulated["stt_final_delay"], emulated["llm_first_token"],
                                   emulated["llm_token_rate"], emulated["tts_first_byte"],
-                                  (emulated["openai"]["script"] or [emulated["openai"]["default_reply"]])[0])
+                                  (emulated["openai"]["script"] or [emulated["openai"]["default_reply"]])[0],
+                                  opts.first_phrase_rule)
         subtract = eos + sum(share.values())
         values = [v - subtract for v in latencies]
         overhead_caller = {**summarize(values), "subtracted_ms": round(subtract, 1), "end_of_speech_wait_ms": eos,
-                           "end_of_speech_wait_source": eos_source,
+                           "end_of_speech_wait_source": eos_source, "first_phrase_rule": opts.first_phrase_rule,
                            **{k: round(v, 1) for k, v in share.items()}}
 
     overhead_gateway = None
@@ -1011,28 +1057,12 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
         machine["core_busy_pct"] = per_core
         machine["other_work_pct"] = round(max(0.0, sum(per_core) - ours), 1)
 
-    reasons = []
     contention = []
     if machine.get("other_work_pct", 0.0) > OTHER_WORK_LIMIT_PCT:
         contention.append(f"other processes used ~{machine['other_work_pct']:.0f}% of a core during the load "
                           f"(cores busy {machine['core_busy_pct']}%): the machine was shared")
-    if gen_cpu and max(gen_cpu) >= LOADGEN_CPU_LIMIT_PCT:
-        reasons.append(f"a generator process used {max(gen_cpu):.0f}% of its core (limit {LOADGEN_CPU_LIMIT_PCT:.0f}%)")
-    if opts.loadgen_cpu is not None and opts.emulators_cpu == opts.loadgen_cpu and emulators and gen_cpu:
-        core = sum(gen_cpu) + (emulators["cpu_pct_load"] or 0.0)
-        if core >= CORE_LIMIT_PCT:
-            reasons.append(f"generator + emulators used {core:.0f}% of core {opts.loadgen_cpu} "
-                           f"(limit {CORE_LIMIT_PCT:.0f}%)")
-    lag99 = loadgen["loop_lag_ms"]["p99"]
-    if lag99 is not None and lag99 > LOOP_LAG_LIMIT_MS:
-        reasons.append(f"generator event loop p99 lag {lag99:.0f} ms (limit {LOOP_LAG_LIMIT_MS:.0f} ms)")
-    send95 = loadgen["max_send_lag_ms"]["p95"]
-    if send95 is not None and send95 > SEND_LAG_LIMIT_MS:
-        reasons.append(f"p95 of the calls' worst frame lateness {send95:.0f} ms (limit {SEND_LAG_LIMIT_MS:.0f} ms)")
-    if records and loadgen["calls_with_clock_slip"] > SLIP_CALLS_LIMIT * len(records):
-        reasons.append(f"{loadgen['calls_with_clock_slip']} call(s) had their 20 ms send clock slip")
-    if gen_errors:
-        reasons.append("generator process failure: " + "; ".join(gen_errors))
+    shared_core = opts.loadgen_cpu is not None and opts.emulators_cpu == opts.loadgen_cpu
+    reasons = loadgen_limits(loadgen, (emulators or {}).get("cpu_pct_load") if shared_core else None, len(records))
 
     report = {
         "tool": "voicegate bench",

@@ -375,10 +375,7 @@ class MediaCall:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            provider = getattr(exc, "provider", "dialog")
-            log_event(log, "reply failed", logging.ERROR, provider=provider, error=f"{type(exc).__name__}: {exc}")
-            metrics.ERRORS.labels("reply", provider).inc()
-            self._feed(ProviderFailed(self.loop.time(), "llm", turn, type(exc).__name__))
+            self._provider_failed("llm", turn, exc, default_provider="dialog")
             return
         self._feed(ReplyDone(self.loop.time(), turn, hang_up=end.hang_up, transfer_to=end.transfer_to))
 
@@ -417,12 +414,16 @@ class MediaCall:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            provider = getattr(exc, "provider", "tts")
-            log_event(log, "speech synthesis failed", logging.ERROR, provider=provider, error=f"{type(exc).__name__}")
-            metrics.ERRORS.labels("tts", provider).inc()
-            self._feed(ProviderFailed(self.loop.time(), "tts", item.turn_id, type(exc).__name__))
+            self._provider_failed("tts", item.turn_id, exc, default_provider="tts")
             return
         self._feed(SpeechDone(self.loop.time(), item.turn_id, item.sentence))
+
+    def _provider_failed(self, role: str, turn: int, exc: Exception, default_provider: str) -> None:
+        """A role gave up on a turn after its own fallbacks: log it, count it, and let the core apologise."""
+        provider = getattr(exc, "provider", default_provider)
+        log_event(log, f"{role} failed for the turn", logging.ERROR, provider=provider, error=type(exc).__name__)
+        metrics.ERRORS.labels(role, provider).inc()
+        self._feed(ProviderFailed(self.loop.time(), role, turn, type(exc).__name__))
 
     def _on_stt_result(self, result: SttResult) -> None:
         if self.session.phase.value != "active":

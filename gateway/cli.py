@@ -39,18 +39,27 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def serve(argv: list[str]) -> int:
+def load_settings():
+    """Settings from the environment, or None after printing which variable is wrong."""
     from gateway.config import ConfigError, Settings
+
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        print(f"voicegate: configuration error: {exc}", file=sys.stderr)
+        return None
+
+
+def serve(argv: list[str]) -> int:
+    from gateway.config import Settings
 
     parser = argparse.ArgumentParser(prog="voicegate serve", description="Run the gateway.")
     parser.add_argument("--host", default=None)
     parser.add_argument("--port", type=int, default=None, help="default: $PORT or 8000")
     parser.add_argument("--workers", type=int, default=None, help="default: $WEB_CONCURRENCY or 1")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"voicegate: configuration error: {exc}", file=sys.stderr)
+    settings = load_settings()
+    if settings is None:
         return 2
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v}
     if overrides:
@@ -88,14 +97,16 @@ def bookings(argv: list[str]) -> int:
     import json
 
     from dialog.store import Store
-    from gateway.config import Settings
     from gateway.logs import mask_number
 
     parser = argparse.ArgumentParser(prog="voicegate bookings", description="List stored bookings.")
     parser.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     parser.add_argument("--db", default=None, help="default: $VOICEGATE_DB")
     args = parser.parse_args(argv)
-    store = Store(args.db or Settings.from_env().voicegate_db)
+    settings = load_settings() if not args.db else None
+    if not args.db and settings is None:
+        return 2
+    store = Store(args.db or settings.voicegate_db)
     rows = [{**b.to_dict(), "caller": mask_number(b.caller)} for b in store.list_bookings()]
     if args.json:
         print(json.dumps({"bookings": rows}, indent=2, default=str))

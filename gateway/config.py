@@ -190,7 +190,8 @@ def _parse(field_name: str, env_name: str, raw: str, kind: type) -> object:
         if kind is float:
             return float(value)
     except ValueError:
-        raise ConfigError(f"{env_name} must be a {kind.__name__}, got {shown}") from None
+        what = {bool: "true or false", int: "a whole number", float: "a number"}[kind]
+        raise ConfigError(f"{env_name} must be {what}, got {shown}") from None
     if secret and any(c.isspace() for c in value):
         raise ConfigError(f"{env_name} contains whitespace inside the key; check for a paste error")
     return value

@@ -10,7 +10,7 @@ import re
 import sys
 
 from gateway import twiml
-from gateway.config import ConfigError, Settings
+from gateway.config import Settings
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", required=True, help="the number to call, E.164")
     parser.add_argument("--from", dest="from_", default="", help="a Twilio number of yours (default $TWILIO_CALLER_ID)")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"voicegate: configuration error: {exc}", file=sys.stderr)
+    from gateway.cli import load_settings
+
+    settings = load_settings()
+    if settings is None:
         return 2
     if not settings.twilio_rest_enabled:
         print("voicegate dial: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN", file=sys.stderr)

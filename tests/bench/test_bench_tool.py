@@ -87,11 +87,11 @@ def test_parse_histogram_reads_the_gateway_exposition():
 
 
 def test_provider_share_counts_tokens_to_the_first_phrase():
-    share = bench.provider_share_ms(0.15, 0.3, 50.0, 0.15, "Sure, I can help you with that. Which day works?")
+    share = bench.provider_share_ms(0.15, 0.3, 50.0, 0.15, "Certainly I can help you with that. Which day works?")
     assert share["stt_final_ms"] == pytest.approx(150) and share["tts_first_byte_ms"] == pytest.approx(150)
-    # "Sure" "," " I" " can" " help" " you" " with" " that" "." " Which": the chunker speaks the first
-    # sentence once the token after its full stop arrives (index 9), 9 tokens after the first.
-    assert share["llm_first_phrase_ms"] == pytest.approx(300 + 9 * 20)
+    # "Certainly" " I" " can" " help" " you" " with" " that" "." " Which": no clause boundary, so the
+    # chunker speaks the first sentence once the token after its full stop arrives (index 8).
+    assert share["llm_first_phrase_ms"] == pytest.approx(300 + 8 * 20)
     one = bench.provider_share_ms(0, 0.3, 50.0, 0, "Okay.")  # no boundary: the stream's end flushes it
     assert one["llm_first_phrase_ms"] == pytest.approx(300 + 1 * 20)
 
@@ -103,3 +103,15 @@ def test_trim_silence_keeps_the_voiced_frames():
     padded = mulaw.silence(800) + speech[: 160 * 25] + mulaw.silence(1600)
     trimmed = bench.trim_silence(padded)
     assert len(trimmed) % 160 == 0 and len(trimmed) == 160 * 25
+
+
+def test_sentence_rule_waits_for_the_token_after_the_full_stop():
+    from emulators.openai import tokenize
+
+    tokens = tokenize("Sure, I can help you with that. Which day works?")
+    # "Sure" "," " I" " can" " help" " you" " with" " that" "." " Which" ...: Pipecat's sentence
+    # aggregation emits the first sentence when " Which" (index 9) arrives.
+    assert bench.first_phrase_token(tokens, "sentence") == 9
+    assert bench.first_phrase_token(tokenize("Okay."), "sentence") == 1  # the stream's end
+    with pytest.raises(ValueError):
+        bench.first_phrase_token(tokens, "paragraph")
