@@ -10,10 +10,11 @@ greeting, so the barge-in path runs too), the agent's short reply, `stop`. At mo
 TCP connections are sampled (psutil, from outside: nothing is added to the gateway) after the
 warm-up calls and then every `--sample-every` calls.
 
-It reports RSS growth from the post-warm-up baseline to the end, the least-squares slope in kB per
-100 calls, and whether the descriptors / threads / sockets / active-call gauge came back to their
-baseline once the calls were over. Exit 0 when the growth is under `--max-growth-mb` and everything
-came back, 1 otherwise.
+It reports RSS growth from the post-warm-up baseline to the end and over the second half of the
+calls (RSS climbs for the first few hundred calls while malloc arenas and pools fill, then must stay
+flat: a leak keeps climbing), least-squares slopes in kB per 100 calls, and whether the descriptors
+/ threads / sockets / active-call gauge came back to their baseline once the calls were over. Exit 0
+when both growths are under their bounds and everything came back, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=50, help="calls before the baseline (pools, caches, lazy imports)")
     p.add_argument("--concurrency", type=int, default=8, help="calls up at once (a few)")
     p.add_argument("--sample-every", type=int, default=100)
-    p.add_argument("--max-growth-mb", type=float, default=20.0, help="the bound on RSS growth over the run")
+    p.add_argument("--max-growth-mb", type=float, default=40.0,
+                   help="bound on RSS growth from the baseline to the end (allocator warm-up included)")
+    p.add_argument("--max-late-growth-mb", type=float, default=5.0,
+                   help="bound on RSS growth over the second half of the calls, where warm-up is over "
+                        "(5 MB over 1,000 calls = 5 kB a call); 0 = not checked")
     p.add_argument("--max-call-s", type=float, default=20.0)
     p.add_argument("--url", default="", help="a running gateway's media URL (default: spawn one)")
     p.add_argument("--gateway-pid", type=int, default=None)
@@ -144,8 +149,15 @@ async def leak_run(args: argparse.Namespace, url: str, pid: int, metrics_url: st
     rss_points = [(s["calls"], s["rss"]) for s in samples if "rss" in s]
     growth_mb = (rss_points[-1][1] - rss_points[0][1]) / 2**20 if len(rss_points) > 1 else None
     slope = _slope_kb_per_100(rss_points)
+    # The second half: RSS climbs for the first few hundred calls (malloc arenas, pools, caches
+    # filling) and then must stay flat; a leak keeps climbing.
+    late = [p for p in rss_points if p[0] >= args.calls / 2]
+    late_growth_mb = (late[-1][1] - late[0][1]) / 2**20 if len(late) > 1 else None
+    late_slope = _slope_kb_per_100(late)
     checks = {
         "rss_growth_under_bound": growth_mb is not None and growth_mb <= args.max_growth_mb,
+        "late_growth_under_bound": (args.max_late_growth_mb <= 0 or late_growth_mb is None
+                                    or late_growth_mb <= args.max_late_growth_mb),
         "fds_back": bool(baseline and settled and settled["fds"] <= baseline["fds"] + FD_SLACK),
         "tcp_back": bool(baseline and settled and settled["tcp"] <= baseline["tcp"] + FD_SLACK),
         "threads_back": bool(baseline and settled and settled["threads"] <= baseline["threads"] + THREAD_SLACK),
@@ -162,6 +174,10 @@ async def leak_run(args: argparse.Namespace, url: str, pid: int, metrics_url: st
         "rss_growth_mb": None if growth_mb is None else round(growth_mb, 2),
         "rss_slope_kb_per_100_calls": None if slope is None else round(slope, 1),
         "max_growth_mb": args.max_growth_mb,
+        "rss_late_growth_mb": None if late_growth_mb is None else round(late_growth_mb, 2),
+        "rss_late_slope_kb_per_100_calls": None if late_slope is None else round(late_slope, 1),
+        "late_from_calls": late[0][0] if late else None,
+        "max_late_growth_mb": args.max_late_growth_mb,
         "baseline": baseline, "after": settled, "active_calls_after": active,
         "samples": samples, "checks": checks, "ok": all(checks.values()),
         "slack": {"fds": FD_SLACK, "tcp": FD_SLACK, "threads": THREAD_SLACK},
@@ -193,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         report = B._run_loop(leak_run(args, args.url, args.gateway_pid, metrics))
     print(f"RSS {report['rss_baseline_mb']} MB -> {report['rss_final_mb']} MB over {args.calls} calls: "
           f"growth {report['rss_growth_mb']} MB (bound {args.max_growth_mb} MB), slope "
-          f"{report['rss_slope_kb_per_100_calls']} kB/100 calls; {report['failed']} failed; "
+          f"{report['rss_slope_kb_per_100_calls']} kB/100 calls; second half (from call {report['late_from_calls']}): "
+          f"{report['rss_late_growth_mb']} MB (bound {args.max_late_growth_mb or 'none'}), slope "
+          f"{report['rss_late_slope_kb_per_100_calls']} kB/100 calls; {report['failed']} failed; "
           f"{report['elapsed_s']} s")
     print("checks: " + ", ".join(f"{k}={'ok' if v else 'FAIL'}" for k, v in report["checks"].items()))
     if report["errors"]:

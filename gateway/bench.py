@@ -935,6 +935,20 @@ def loadgen_limits(loadgen: dict[str, Any], emulators_cpu_on_same_core: float | 
     return reasons
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether the work tree differed from it (results of a moving tree
+    are only comparable with the same `dirty_files`)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=5).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--", "gateway", "audio", "providers", "dialog"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=5).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None}
+    dirty = sorted(line[3:] for line in status if not line.endswith("gateway/bench.py"))  # the tool, not the target
+    return {"commit": commit or None, "dirty_files": dirty}
+
+
 def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any]], sampler: Sampler,
                  idle: dict | None, settled: dict | None, before: str | None, after: str | None,
                  emulated: dict | None, endpointing: int | None, warm_errors: list[str],
@@ -1067,6 +1081,7 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
     report = {
         "tool": "voicegate bench",
         "label": opts.label,
+        "code": code_version(),
         "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {k: v for k, v in asdict(opts).items() if k not in ("json_path", "quiet")},
         "target": asdict(target),

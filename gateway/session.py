@@ -25,7 +25,6 @@ import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from audio import mulaw
 from audio.framing import OutboundPacer, Mark as PacerMark
 from audio.ring_buffer import RingBuffer
 from audio.vad import EnergyVad, SpeechEnded, SpeechStarted, VadConfig
@@ -200,7 +199,7 @@ class CallSession:
         self.last_audio_at = ev.now
         self._ring.write(ev.payload)
         actions: list[Action] = []
-        for vad_event in self._vad.process(mulaw.decode(ev.payload)):
+        for vad_event in self._vad.process_mulaw(ev.payload):
             if isinstance(vad_event, SpeechStarted):
                 actions += self._on_speech_started(vad_event, ev.now)
             elif isinstance(vad_event, SpeechEnded):

@@ -38,10 +38,7 @@ import orjson
 from elevenlabs import VoiceSettings
 from elevenlabs.client import AsyncElevenLabs
 from elevenlabs.core.api_error import ApiError
-from elevenlabs.core.unchecked_base_model import construct_type
 from elevenlabs.types import (
-    AudioOutput,
-    AudioOutputMulti,
     CloseConnection,
     CloseContext,
     InitializeConnection,
@@ -208,6 +205,20 @@ def _decode(raw: str | bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _audio_of(data: dict[str, Any]) -> bytes:
+    """The audio of an `AudioOutput` / `AudioOutputMulti` message (the SDK's `audio` field, base64).
+
+    Read from the dict rather than through the SDK's `construct_type`: that builds a pydantic model
+    per message (type hints resolved each time), which was 11 % of the gateway's CPU at 50 calls."""
+    audio = data.get("audio")
+    if not isinstance(audio, str) or not audio:
+        return b""
+    try:
+        return base64.b64decode(audio)
+    except (ValueError, TypeError):
+        return b""
+
+
 def _server_error(data: dict[str, Any]) -> str | None:
     """ElevenLabs reports a refused message as `{"message", "error", "code"}` before closing."""
     if "audio" in data or "isFinal" in data:
@@ -363,11 +374,10 @@ class ElevenLabsMultiStream:
                 if data is None:
                     continue
                 ctx_id = data.get("contextId") or data.get("context_id")
-                if data.get("audio"):
-                    message = construct_type(type_=AudioOutputMulti, object_=data)
+                if audio := _audio_of(data):
                     ctx = self._contexts.get(str(ctx_id))
                     if ctx is not None and not ctx.discard:
-                        ctx.queue.put_nowait(base64.b64decode(message.audio))
+                        ctx.queue.put_nowait(audio)
                 elif data.get("isFinal") is True:
                     ctx = self._contexts.get(str(ctx_id))
                     if ctx is not None:
@@ -500,10 +510,9 @@ class ElevenLabsSingleStream:
                 data = _decode(raw)
                 if data is None:
                     continue
-                if data.get("audio"):
-                    message = construct_type(type_=AudioOutput, object_=data)
+                if audio := _audio_of(data):
                     heard = True
-                    yield base64.b64decode(message.audio)
+                    yield audio
                     timeout, what = owner.timeouts.between_chunks, "audio between chunks"
                 elif data.get("isFinal") is True:
                     return

@@ -74,6 +74,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--render", default="", metavar="JSON", help="only re-write the table of a saved compare.json")
     p.add_argument("--name", default="compare", help="file name stem of the outputs")
+    p.add_argument("--voicegate-from", default="", metavar="JSON",
+                   help="with --render: take voicegate's figures from a bench/matrix.py run (same options and "
+                        "pinning) instead of the ones in the compare file, and save the merged file")
     return p.parse_args(argv)
 
 
@@ -187,13 +190,19 @@ def markdown(levels: list[int], results: dict[str, dict[int, dict]]) -> str:
 def write_markdown(doc: dict, levels: list[int], results: dict[str, dict[int, dict]], path: Path) -> str:
     pin = doc["pinning"]
     table = markdown(levels, results)
+    source = ""
+    if doc.get("voicegate_from"):
+        vf = doc["voicegate_from"]
+        source = (f" voicegate's column comes from `{vf['command']}` at {vf['at']} (same calls, options and "
+                  f"pinning; Pipecat does not depend on voicegate's code, voicegate's code moved meanwhile).")
     path.write_text(
         f"# voicegate vs Pipecat 1.14.0\n\n`{doc['command']}` at {doc['at']}. Same emulators (STT final 150 ms, "
         f"LLM first token 300 ms at 50 tok/s, TTS first byte 150 ms), same simulated calls, server pinned to core "
         f"{pin['server_cpu']}, load generator + emulators on core {pin['loadgen_and_emulators_cpu']}, nice "
         f"{pin.get('nice')}. Ratios above 1 mean Pipecat needs more (time, CPU, memory) than voicegate. "
         f"Caller-side overhead subtracts each system's own end-of-speech wait (voicegate: 300 ms Deepgram "
-        f"endpointing; Pipecat: 200 ms Silero VAD stop_secs) and the providers' configured share.\n\n{table}\n")
+        f"endpointing; Pipecat: 200 ms Silero VAD stop_secs) and the providers' configured share "
+        f"(first phrase: voicegate's chunker; Pipecat: a whole sentence).{source}\n\n{table}\n")
     return table
 
 
@@ -201,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.render:  # re-write the markdown of a saved run
         doc = json.loads(Path(args.render).read_text())
+        if args.voicegate_from:
+            matrix = json.loads(Path(args.voicegate_from).read_text())
+            doc["results"]["voicegate"] = {str(run["level"]): {"report": run["report"], "from": args.voicegate_from,
+                                                               "quiet_before": run.get("quiet_before")}
+                                           for run in matrix["runs"]}
+            doc["voicegate_from"] = {"file": args.voicegate_from, "command": matrix["command"], "at": matrix["at"]}
+            Path(args.render).write_text(json.dumps(doc, indent=2, default=str) + "\n")
         results = {s: {int(k): v for k, v in r.items()} for s, r in doc["results"].items()}
         levels = sorted({level for r in results.values() for level in r})
         print(write_markdown(doc, levels, results, Path(args.render).with_suffix(".md")))
