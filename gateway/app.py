@@ -60,7 +60,7 @@ class Gateway:
             self.twilio = TwilioRest(settings)
         self.tz = ZoneInfo(settings.timezone)
         self.clock = clock or (lambda: datetime.now(self.tz))
-        self.dialog_settings = DialogSettings(timezone=settings.timezone)
+        self.dialog_settings = DialogSettings(timezone=settings.timezone, transfer_number=settings.transfer_number)
         self.store = Store(settings.voicegate_db)
         self._store_pool = ThreadPoolExecutor(1, thread_name_prefix="store")  # SQLite likes one writer
         self.session_settings = SessionSettings(

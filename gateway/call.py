@@ -46,6 +46,7 @@ CLOSE_NOT_READY = 1013  # "try again later": engines still loading
 CLOSE_FLOOD = 4008
 CLOSE_TIMEOUT_SECONDS = 2.0
 STREAM_CLOSE_TIMEOUT_SECONDS = 2.0  # a provider slow to close must not hold the call's resources
+REST_HANGUP_GRACE_SECONDS = 3.0  # Twilio stops the stream within a second or two of a REST hang-up
 METRIC_BATCH_FRAMES = 50  # one second of inbound audio
 LOGGED_PROTOCOL_ERRORS = 5  # per call; the metric counts them all
 # Inbound audio: a phone sends 8000 bytes/s. Network jitter bunches frames, so a burst of a few
@@ -474,11 +475,15 @@ class MediaCall:
             except Exception as exc:
                 log_event(log, "REST hang-up failed; closing the stream instead", logging.WARNING,
                           error=type(exc).__name__)
-        if not hung_up:
+        if hung_up:
+            # Twilio ends the stream itself (with `stop`) once the REST update takes effect; if it has
+            # not after a grace period, close our side so nothing is held open.
+            await asyncio.sleep(REST_HANGUP_GRACE_SECONDS)
+        else:
             # Closing the stream makes Twilio run the TwiML after <Connect>, which asks /twilio/voice
-            # again; it finds this call in `ended` and answers <Hangup/> (or <Dial> for a transfer).
+            # again; it finds this call ended and answers <Hangup/> (or <Dial> for a transfer).
             await self._drain(1.0)
-            await self._close(CLOSE_NORMAL, "call ended")
+        await self._close(CLOSE_NORMAL, "call ended")
 
     async def _drain(self, timeout: float) -> None:
         deadline = self.loop.time() + timeout

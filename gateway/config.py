@@ -51,6 +51,7 @@ class Settings:
     twilio_api_base_url: str = ""
     twilio_validate_signatures: bool = True  # only meaningful when twilio_auth_token is set
     twilio_caller_id: str = ""  # the Twilio number outbound calls come from, when the request names none
+    transfer_number: str = ""  # E.164: when the dialog gives up, transfer the caller here instead of hanging up
 
     # --- state ---
     redis_url: str = ""

@@ -35,6 +35,7 @@ class RunningGateway:
     db: str
     process: subprocess.Popen
     log_path: Path
+    token: str = ""  # DASHBOARD_TOKEN, sent as a bearer token when the gateway has one
 
     @property
     def media_url(self) -> str:
@@ -54,8 +55,10 @@ class RunningGateway:
             time.sleep(0.1)
 
     def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+            with urllib.request.urlopen(urllib.request.Request(self.url + path, headers=headers),
+                                        timeout=timeout) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             with exc:  # closes the response it holds
@@ -78,7 +81,8 @@ def run_gateway(env: dict[str, str] | None = None, ready: bool = True, args: tup
     with log_path.open("wb") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", *args], cwd=ROOT, env=full_env,
                                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    gateway = RunningGateway(f"http://127.0.0.1:{port}", port, db, process, log_path)
+    gateway = RunningGateway(f"http://127.0.0.1:{port}", port, db, process, log_path,
+                             token=full_env.get("DASHBOARD_TOKEN", ""))
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         path = "/readyz" if ready else "/healthz"
