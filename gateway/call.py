@@ -552,6 +552,8 @@ class MediaCall:
             metrics.ACTIVE_CALLS.dec()
             if self.services.shared is not None:
                 self._spawn_detached(self.services.shared.unregister_call(info.call_sid))
+                if self.end_reason == "stop":  # Twilio ended the call: there is nothing to resume
+                    self._spawn_detached(self.services.shared.drop_context(info.call_sid))
         self._flush_frame_counts()
         metrics.CALLS_ENDED.labels(self.end_reason.split(":")[0]).inc()
         if self.session.underruns:

@@ -97,6 +97,10 @@ class LocalState:
         self._map.set("ended:" + call_sid, how, ENDED_TTL_SECONDS)
         self._map.delete("ctx:" + call_sid)
 
+    async def drop_context(self, call_sid: str) -> None:
+        """The call is over for good (Twilio sent `stop`): nothing will resume it."""
+        self._map.delete("ctx:" + call_sid)
+
     async def ended(self, call_sid: str) -> str | None:
         return self._map.get("ended:" + call_sid)
 
@@ -192,6 +196,9 @@ class RedisState(LocalState):
         pipe.set(f"{PREFIX}ended:{call_sid}", how, ex=int(ENDED_TTL_SECONDS))
         pipe.delete(f"{PREFIX}ctx:{call_sid}")
         await self._do("mark ended", pipe.execute())
+
+    async def drop_context(self, call_sid: str) -> None:
+        await self._do("drop context", self._redis.delete(f"{PREFIX}ctx:{call_sid}"))
 
     async def ended(self, call_sid: str) -> str | None:
         raw = await self._do("ended", self._redis.get(f"{PREFIX}ended:{call_sid}"))

@@ -14,7 +14,7 @@ from typing import AsyncIterator
 from providers.base import CallInfo, TextToSpeech, TtsStream
 
 MAX_CACHED_TEXT_CHARS = 160  # longer texts are LLM prose, unlikely to repeat word for word
-MAX_CACHE_BYTES = 16 * 1024 * 1024  # ~35 minutes of 8 kHz mu-law: every template many times over
+MAX_CACHE_BYTES = 4 * 1024 * 1024  # ~9 minutes of 8 kHz mu-law: every fixed prompt (~1 minute) and common phrases
 
 
 class RenderedAudioCache:
