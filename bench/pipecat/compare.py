@@ -124,7 +124,8 @@ def run_pipecat(args: argparse.Namespace, level: int) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-COLLAPSE_HIDDEN = {"v2v_p50", "v2v_p95", "overhead_caller_p50", "overhead_caller_p99", "clear_p50"}
+COLLAPSE_HIDDEN = {"v2v_p50", "v2v_p95", "overhead_caller_p50", "overhead_caller_p99", "clear_p50", "underrun_pct",
+                   "underrun_time_pct"}
 
 
 def collapsed(figures: dict) -> bool:
