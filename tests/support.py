@@ -17,15 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from gateway.bench import free_port  # noqa: F401  (one helper for the tests and the benchmarks)
+
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 120  # model loading on a cold, busy 2-core CI machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
