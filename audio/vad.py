@@ -76,11 +76,14 @@ __all__ = [
     "VadEvent",
 ]
 
-_FULL_SCALE_SQ = 32768.0 * 32768.0  # 0 dBFS = RMS of a full-scale square wave (as audio.mulaw)
 _LEVEL_FLOOR_DBFS = -100.0  # level reported for an all-zero frame (as audio.mulaw.SILENCE_DBFS)
-_MIN_POWER = 10.0 ** (_LEVEL_FLOOR_DBFS / 10.0)  # relative to full scale
 _NO_SAMPLES = np.zeros(0, dtype=np.int16)
 _NO_SAMPLES.flags.writeable = False
+
+
+def _level(rms: int) -> float:
+    """A frame's level in dBFS from its integer RMS (what audioop.rms gives): one formula for both paths."""
+    return max(20.0 * math.log10(rms / 32768.0), _LEVEL_FLOOR_DBFS) if rms > 0 else _LEVEL_FLOOR_DBFS
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,24 +274,21 @@ class EnergyVad:
         # only a log and a few comparisons (numpy calls on 1-element arrays would cost more).
         sums = np.einsum("ij,ij->i", frames, frames).tolist()
         events: list[VadEvent] = []
-        scale = 1.0 / (frame * _FULL_SCALE_SQ)
         for total in sums:
-            self._step(10.0 * math.log10(max(total * scale, _MIN_POWER)), events)
+            self._step(_level(int(math.sqrt(total / frame))), events)
         return events
 
     def process_mulaw(self, data: bytes) -> list[VadEvent]:
         """Feed 8 kHz mu-law (any length). The per-frame path of every call: whole frames are measured
-        in C (audioop), with no decode to an array and no numpy call per 20 ms. The events match
-        `process(mulaw.decode(data))` to within a frame (audioop's RMS is an integer)."""
+        in C (audioop), with no decode to an array and no numpy call per 20 ms. Both paths measure a
+        frame by its integer RMS (audioop's), so the events are exactly those of `process`."""
         frame = self._frame
         if self._pending.size or len(data) % frame or self._config.sample_rate != 8000:
             return self.process(mulaw.decode(data))
         self._position += len(data)
         events: list[VadEvent] = []
         for i in range(0, len(data), frame):
-            rms = audioop.rms(audioop.ulaw2lin(data[i:i + frame], 2), 2)
-            self._step(max(20.0 * math.log10(rms / 32768.0), _LEVEL_FLOOR_DBFS) if rms else _LEVEL_FLOOR_DBFS,
-                       events)
+            self._step(_level(audioop.rms(audioop.ulaw2lin(data[i:i + frame], 2), 2)), events)
         return events
 
     def _step(self, level: float, events: list[VadEvent]) -> None:

@@ -473,7 +473,7 @@ def _piper_frames(text: str) -> tuple[bytes, ...]:
         if frames is None:
             from providers.piper_tts import PiperEngine  # the voice loads on first use only
 
-            frames = mulaw_frames(PiperEngine.shared().synthesize_mulaw(text))
+            frames = mulaw_frames(PiperEngine.shared().synthesize_mulaw(text, steady=True))
             if len(_speech_cache) >= SPEECH_CACHE_SIZE:
                 _speech_cache.pop(next(iter(_speech_cache)))
             _speech_cache[text] = frames

@@ -28,7 +28,7 @@ from providers.base import (
     CallInfo, LanguageModel, LlmChunk, ProviderAuthError, ProviderError, SpeechToText, SttCallback, SttResult,
     SttStream, TextToSpeech, TtsStream,
 )
-from providers.breaker import BreakerBoard, BreakerState, CircuitBreaker
+from providers.breaker import BreakerBoard, CircuitBreaker
 from providers.retry import backoff_delay, report
 
 log = logging.getLogger("voicegate.chain")
@@ -109,10 +109,6 @@ class FallbackTtsStream:
         self._streams: dict[int, TtsStream] = {}
         self._first = 0  # after a failure the call stays on the next engine: no flapping mid-call
         self._apology_at = -APOLOGY_REPEAT_SECONDS
-        # Open the first engine now: a WebSocket engine starts its handshake at once, so the call's
-        # first sentence does not wait for it.
-        if chain.engines and chain.board.get(chain.engines[0].name).state is not BreakerState.OPEN:
-            self._stream(0)
 
     def _stream(self, index: int) -> TtsStream:
         stream = self._streams.get(index)

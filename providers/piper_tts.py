@@ -35,6 +35,9 @@ class PiperEngine:
         verify_files(directory, PIPER_FILES)
         self._voice = PiperVoice.load(directory / PIPER_FILES[0].name, config_path=directory / PIPER_FILES[1].name)
         self._config = SynthesisConfig(length_scale=length_scale)
+        # No sampling noise: the same text gives the same audio every time. The simulated caller uses it
+        # so a test's spoken words do not change from one run to the next.
+        self._steady = SynthesisConfig(length_scale=length_scale, noise_scale=0.0, noise_w_scale=0.0)
         self.sample_rate = int(self._voice.config.sample_rate)
 
     @classmethod
@@ -45,18 +48,19 @@ class PiperEngine:
                 cls._shared = cls()
             return cls._shared
 
-    def synthesize_pcm(self, text: str) -> np.ndarray:
+    def synthesize_pcm(self, text: str, steady: bool = False) -> np.ndarray:
         """int16 samples at the voice's own rate (22.05 kHz)."""
-        chunks = [c.audio_int16_array for c in self._voice.synthesize(text, syn_config=self._config)]
+        config = self._steady if steady else self._config
+        chunks = [c.audio_int16_array for c in self._voice.synthesize(text, syn_config=config)]
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
-    def iter_mulaw(self, text: str):
+    def iter_mulaw(self, text: str, steady: bool = False):
         """8 kHz mu-law, one piece per sentence Piper finds in `text` (it splits on punctuation)."""
-        for chunk in self._voice.synthesize(text, syn_config=self._config):
+        for chunk in self._voice.synthesize(text, syn_config=self._steady if steady else self._config):
             yield mulaw.encode(resample(chunk.audio_int16_array, self.sample_rate, TELEPHONE_RATE))
 
-    def synthesize_mulaw(self, text: str) -> bytes:
-        return b"".join(self.iter_mulaw(text))
+    def synthesize_mulaw(self, text: str, steady: bool = False) -> bytes:
+        return b"".join(self.iter_mulaw(text, steady))
 
 
 class LocalPiperTts:

@@ -104,7 +104,9 @@ BASE_CONFIG: dict[str, Any] = {
 def replies_for(tag: str) -> list[str]:
     """LLM replies no other test uses (so each sentence really reaches the TTS engine), marked with
     the test's tag (so a stored reply shows it came from the LLM, not the rules' template)."""
-    return [f"Noted, reply {n} of the {tag} test." for n in NUMBERS]
+    # No comma (so the chunker keeps each reply one sentence) and the number last (so the unspoken rest of
+    # one reply, which the fallback engine says, is never a piece of another reply's text).
+    return [f"The {tag} test notes reply number {n}." for n in NUMBERS]
 
 
 # ------------------------------------------------------------------ the results table

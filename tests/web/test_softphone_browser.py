@@ -35,7 +35,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chr
 @pytest.fixture(scope="module")
 def caller_wav(piper, tmp_path_factory) -> Path:
     """The caller's words as a 48 kHz 16-bit mono WAV, for --use-file-for-fake-audio-capture."""
-    speech = resample(piper.synthesize_pcm(SENTENCE), piper.sample_rate, WAV_RATE)
+    speech = resample(piper.synthesize_pcm(SENTENCE, steady=True), piper.sample_rate, WAV_RATE)
     silence = lambda seconds: np.zeros(int(WAV_RATE * seconds), dtype=np.int16)  # noqa: E731
     audio = np.concatenate([silence(LEAD_SILENCE_S), speech, silence(TAIL_SILENCE_S)]).astype(np.int16)
     path = tmp_path_factory.mktemp("softphone") / "caller.wav"
