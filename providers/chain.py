@@ -25,8 +25,8 @@ import time
 from typing import AsyncIterator, Mapping, Sequence
 
 from providers.base import (
-    CallInfo, LanguageModel, LlmChunk, ProviderAuthError, ProviderError, SpeechToText, SttCallback, SttResult,
-    SttStream, TextToSpeech, TtsStream,
+    CallInfo, LanguageModel, LlmChunk, ProviderAuthError, ProviderError, ProviderTimeout, SpeechToText,
+    SttCallback, SttResult, SttStream, TextToSpeech, TtsStream,
 )
 from providers.breaker import BreakerBoard, CircuitBreaker
 from providers.retry import backoff_delay, report
@@ -67,8 +67,10 @@ class GuardedLlm:
                 self.breaker.record_failure(fatal=isinstance(exc, ProviderAuthError))
                 attempt += 1
                 wait = exc.retry_after if exc.retry_after is not None else backoff_delay(attempt)
-                if produced or exc.heard_anything or not exc.retryable or attempt >= self.max_attempts \
-                        or wait > self.max_retry_wait:
+                # A timeout already cost the caller a whole budget of silence: the next engine answers
+                # sooner than a second wait on this one.
+                if produced or exc.heard_anything or not exc.retryable or isinstance(exc, ProviderTimeout) \
+                        or attempt >= self.max_attempts or wait > self.max_retry_wait:
                     raise
                 report(self.name, "llm", "retry")
                 log.info("retrying LLM", extra={"fields": {"provider": self.name, "wait_s": round(wait, 3),

@@ -501,11 +501,10 @@ async def test_openai_stalls_before_the_first_token(stack):
     requests = chats(outcome.log)
     (stalled,) = [r for r in requests if r["fault"] == "stall"]
     assert stalled["tokens_sent"] == 0
-    # One retry, once the stalled request timed out (see OPEN_BREAKER_BOUND_S for which timeout), answered.
-    retry = retry_of(requests, stalled)
-    assert retry["t"] - stalled["t"] >= min(FIRST_TOKEN_TIMEOUT_SECONDS, BETWEEN_TOKENS_TIMEOUT_SECONDS) - 0.2
+    # No second wait on the stalled provider: once its first-token budget ran out, the next engine in
+    # the chain (the dialog's own template, not the LLM's tagged phrasing) answered that turn.
     first = faulty_turns(outcome)[0]
-    assert outcome.tag in first["agent_text"], first
+    assert first["agent_text"] and outcome.tag not in first["agent_text"], first
 
 
 # ------------------------------------------------------------------ ElevenLabs
@@ -557,9 +556,8 @@ BREAKER = f"openai:{OPENAI_MODEL}"
 # it is open (the shared gateway's BREAKER_RESET_S would half-open it before that call's first turn).
 BREAKER_HOLD_S = 60
 OPENERS = BREAKER_THRESHOLD  # that many stalled greetings at once: as many failures in a row
-# A reply that waited for the stalled LLM would take its timeout: 3 s, since the SDK's read timeout
-# (BETWEEN_TOKENS_TIMEOUT_SECONDS) ends a stream that sent headers but no token before the 4 s
-# first-token timeout does. With the breaker open, every reply must come well before either.
+# A reply that waited for the stalled LLM would take its first-token timeout. With the breaker open,
+# every reply must come well before it (and before the between-token timeout).
 OPEN_BREAKER_BOUND_S = min(FIRST_TOKEN_TIMEOUT_SECONDS, BETWEEN_TOKENS_TIMEOUT_SECONDS) - 0.5
 
 

@@ -224,3 +224,12 @@ def test_unspoken_rest_cuts_at_a_word_boundary():
     assert unspoken_rest(text, 8000 * 100) == ""
     rest = unspoken_rest(text, int(8000 * 0.065 * 12))  # ~12 characters played: "one two thre"
     assert rest == "three four five six seven eight nine ten"
+
+
+async def test_llm_does_not_retry_after_a_timeout():
+    from providers.base import ProviderTimeout
+
+    llm = FakeLlm("m", [ProviderTimeout("m", "no first token within 3 s"), ["late"]])
+    with pytest.raises(ProviderTimeout):
+        await collect(GuardedLlm(llm, CircuitBreaker("m")).stream([]))
+    assert llm.calls == 1  # a second wait would double the silence: the fallback answers instead
