@@ -26,6 +26,13 @@ pytestmark = pytest.mark.timeout(400)
 def cluster():
     with run_redis() as redis_url:
         with run_gateway(env={"REDIS_URL": redis_url}, args=("--workers", "2")) as gateway:
+            # /readyz answered 200 from one worker; the other may still be loading its models (and would
+            # refuse a call with 1013). Wait until a run of answers, spread over both, all say ready.
+            deadline = time.monotonic() + 120
+            streak = 0
+            while streak < 20 and time.monotonic() < deadline:
+                streak = streak + 1 if gateway.get("/readyz")[0] == 200 else 0
+                time.sleep(0.05)
             yield gateway, redis_url
 
 
