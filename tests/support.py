@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from gateway.bench import free_port  # noqa: F401  (one helper for the tests and the benchmarks)
+from gateway.bench import free_port, stop_process  # noqa: F401  (the benchmarks' helpers serve the tests too)
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,18 +94,6 @@ def run_gateway(env: dict[str, str] | None = None, ready: bool = True, args: tup
         yield gateway
     finally:
         stop_process(process)
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout)
 
 
 @dataclass
