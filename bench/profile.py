@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     summary = summarize(raw_path.read_text())
     summary.update({"calls": args.calls, "rate": args.rate, "load_seconds": round(elapsed, 1), "quiet_before": quiet,
-                    "command": " ".join(cmd), "raw": str(raw_path.relative_to(ROOT)),
+                    "command": " ".join(cmd), "raw": str(raw_path.relative_to(ROOT) if raw_path.is_relative_to(ROOT) else raw_path),
                     "bench": {k: report[k] for k in ("calls", "voice_to_voice_ms", "overhead_caller_ms",
                                                      "overhead_gateway_ms", "gateway", "verdict")}})
     (out / f"profile-{args.calls}.json").write_text(json.dumps(summary, indent=2) + "\n")

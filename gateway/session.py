@@ -144,11 +144,17 @@ class CallSession:
 
     def next_deadline(self) -> float | None:
         """When the core next needs a `Tick`, if nothing else happens before."""
-        times = [t for t in (self._pacer.next_deadline(), self._finish_deadline, self._watchdog_deadline()) if t]
+        # Called after every event (50 a second per call): plain comparisons, no temporary lists.
+        due = self._pacer.next_deadline()
+        for t in (self._finish_deadline, self._watchdog_deadline()):
+            if t is not None and (due is None or t < due):
+                due = t
         if self.phase is Phase.ACTIVE:
-            times.append(self.started_at + self.settings.max_call_seconds)
-            times.append(self.last_audio_at + self.settings.idle_timeout_seconds)
-        return min(times) if times else None
+            settings = self.settings
+            t = min(self.started_at + settings.max_call_seconds, self.last_audio_at + settings.idle_timeout_seconds)
+            if due is None or t < due:
+                due = t
+        return due
 
     def handle(self, event: Event) -> list[Action]:
         if self.phase is Phase.ENDED:
@@ -206,7 +212,11 @@ class CallSession:
                 actions += self._on_speech_ended(vad_event, ev.now)
         if self._forwarded_to is not None:
             actions += self._forward()
-        actions += self._on_tick(ev.now)
+        # Inbound audio doubles as a clock, but only for what is due: polling the pacer on every
+        # frame would release reply audio one frame per inbound frame instead of in batches.
+        due = self.next_deadline()
+        if due is not None and ev.now >= due:
+            actions += self._on_tick(ev.now)
         return actions
 
     def _forward(self) -> list[Action]:

@@ -27,11 +27,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Mapping, Sequence
 
+import anyio
+import httpx2  # the openai SDK's HTTP client (pinned with it)
 import openai
+import orjson
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gateway.config import Settings
 from providers.base import LlmChunk, ProviderAuthError, ProviderError, ProviderTimeout, ToolCall
 from providers.retry import ProviderCounters
+from providers.sse import SseDataDecoder
 
 log = logging.getLogger("voicegate.llm.openai")
 
@@ -49,6 +54,8 @@ WRITE_TIMEOUT_SECONDS = 5.0
 POOL_TIMEOUT_SECONDS = 2.0
 # warm(): one GET /models at startup; never hold startup up longer than this.
 WARM_TIMEOUT_SECONDS = 3.0
+# What `chat.completions.create` passes to the request: the key as a bearer token.
+_REQUEST_OPTIONS: openai.RequestOptions = {"security": {"bearer_auth": True}}
 # A server that speaks the OpenAI protocol without keys (vLLM, Ollama) still needs a non-empty one.
 NO_KEY = "no-key"
 
@@ -129,42 +136,59 @@ class OpenAiLlm:
         try:
             try:
                 async with asyncio.timeout_at(first_deadline):
-                    response = await self.client.chat.completions.create(**kwargs)
+                    # `post` is `chat.completions.create` without its parameter transform, which walks
+                    # every message and tool schema through type hints on each request (~4 % of the
+                    # gateway's CPU at 100 calls); our messages are plain JSON already.
+                    response = await self.client.post(
+                        "/chat/completions", body=kwargs, cast_to=ChatCompletion, stream=True,
+                        stream_cls=openai.AsyncStream[ChatCompletionChunk], options=_REQUEST_OPTIONS)
             except TimeoutError:
                 raise ProviderTimeout(PROVIDER, f"no first token within {self.timeouts.first_token:g} s") from None
-            chunks = response.__aiter__()
+            # The SDK made the request and mapped its errors; the body is read here. Its per-chunk
+            # model parsing cost more CPU than the rest of a turn (bench/PROFILE.md), and a chunk
+            # needs three fields: the text, the tool-call pieces, the finish.
+            body = response.response.aiter_bytes()
+            sse = SseDataDecoder()
+            done = False
             while True:
-                if not started:
-                    try:
+                try:
+                    if not started:
                         async with asyncio.timeout_at(first_deadline):
-                            chunk = await anext(chunks, None)
-                    except TimeoutError:
-                        raise ProviderTimeout(PROVIDER,
-                                              f"no first token within {self.timeouts.first_token:g} s") from None
-                else:
-                    try:
+                            raw = await anext(body, None)
+                    else:
                         async with asyncio.timeout(self.timeouts.between_tokens):
-                            chunk = await anext(chunks, None)
-                    except TimeoutError:
-                        raise ProviderTimeout(PROVIDER, f"stream stalled for {self.timeouts.between_tokens:g} s "
-                                                        "between tokens") from None
-                if chunk is None:
-                    break
-                for choice in chunk.choices or ():
-                    delta = choice.delta
-                    text = getattr(delta, "content", None) if delta is not None else None
-                    pieces = getattr(delta, "tool_calls", None) if delta is not None else None
-                    if text or pieces or choice.finish_reason:
-                        started = True
-                    for piece in pieces or ():
-                        _merge(calls, piece)
-                    if text:
-                        heard = True
-                        yield text
-                    if choice.finish_reason and calls:
-                        for call in _complete(calls):
+                            raw = await anext(body, None)
+                except TimeoutError:
+                    if not started:
+                        raise ProviderTimeout(PROVIDER, f"no first token within {self.timeouts.first_token:g} s"
+                                              ) from None
+                    raise ProviderTimeout(PROVIDER, f"stream stalled for {self.timeouts.between_tokens:g} s "
+                                                    "between tokens") from None
+                events = sse.feed(raw) if raw is not None else sse.close()
+                for data in events:
+                    if done:
+                        continue  # past [DONE]: read to the end so the connection goes back to the pool
+                    if data.startswith(b"[DONE]"):
+                        done = True
+                        continue
+                    for choice in _choices(data):
+                        delta = choice.get("delta") or {}
+                        text = delta.get("content")
+                        pieces = delta.get("tool_calls")
+                        finish = choice.get("finish_reason")
+                        if text or pieces or finish:
+                            started = True
+                        for piece in pieces or ():
+                            _merge(calls, piece)
+                        if text:
                             heard = True
-                            yield call
+                            yield text
+                        if finish and calls:
+                            for call in _complete(calls):
+                                heard = True
+                                yield call
+                if raw is None:
+                    break
             for call in _complete(calls):  # a server that ended without a finish_reason
                 heard = True
                 yield call
@@ -177,12 +201,41 @@ class OpenAiLlm:
         except openai.OpenAIError as exc:
             self.counters.count("error")
             raise map_error(exc, heard) from exc
+        except httpx2.TimeoutException:
+            self.counters.count("error")
+            raise _after(ProviderTimeout(PROVIDER, "request timed out (between chunks)"), heard) from None
+        except (httpx2.HTTPError, OSError, anyio.EndOfStream) as exc:
+            self.counters.count("error")
+            raise _after(ProviderError(PROVIDER, f"stream failed: {type(exc).__name__}"), heard) from None
         finally:
             if response is not None:
                 try:
                     await response.close()
                 except Exception:
                     log.debug("closing the OpenAI stream failed", exc_info=True)
+
+
+def _choices(data: bytes) -> list[dict]:
+    """The `choices` of one chunk; an error event mid-stream raises like the SDK's `APIError`."""
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProviderError(PROVIDER, "stream failed: a chunk is not JSON") from None
+    if not isinstance(chunk, dict):
+        raise ProviderError(PROVIDER, "stream failed: a chunk is not a JSON object")
+    error = chunk.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else None
+        raise ProviderError(PROVIDER, f"stream failed: {str(message or 'error event')[:120]}")
+    choices = chunk.get("choices")
+    return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
+
+
+def _after(error: ProviderError, heard_anything: bool) -> ProviderError:
+    if heard_anything:
+        error.heard_anything = True
+        error.retryable = False
+    return error
 
 
 @dataclass
@@ -195,18 +248,20 @@ class _PartialCall:
 
 def _merge(calls: dict[int, _PartialCall], piece: Any) -> None:
     """Tool-call deltas arrive in pieces keyed by `index`; ids and names once, arguments in parts."""
-    index = getattr(piece, "index", None)
-    if index is None:
+    if not isinstance(piece, dict):
+        return
+    index = piece.get("index")
+    if not isinstance(index, int):
         index = len(calls)
     call = calls.setdefault(index, _PartialCall())
-    if getattr(piece, "id", None):
-        call.id = piece.id
-    function = getattr(piece, "function", None)
-    if function is not None:
-        if getattr(function, "name", None):
-            call.name = function.name
-        if getattr(function, "arguments", None):
-            call.arguments += function.arguments
+    if piece.get("id"):
+        call.id = str(piece["id"])
+    function = piece.get("function")
+    if isinstance(function, dict):
+        if function.get("name"):
+            call.name = str(function["name"])
+        if function.get("arguments"):
+            call.arguments += str(function["arguments"])
 
 
 def _complete(calls: dict[int, _PartialCall]) -> list[ToolCall]:
