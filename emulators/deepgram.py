@@ -517,8 +517,8 @@ class ListenSocket:
                     await asyncio.sleep(delay)
                 match action:
                     case Send(message=message):
+                        t = now()  # stamped as it goes out: benchmarks time the client's reaction from here
                         await self.ws.send_text(orjson.dumps(message).decode())
-                        t = now()
                         kind = message["type"]
                         entry: dict[str, Any] = {"t": t, "type": kind}
                         if kind == "Results":

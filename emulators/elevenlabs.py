@@ -475,8 +475,8 @@ class TtsSocket:
                                    "normalizedAlignment": align, "alignment": align}
             if self.multi:
                 msg["contextId"] = job.context
+            t = now()  # stamped as it goes out, like the other emulators
             await self.ws.send_text(orjson.dumps(msg).decode())
-            t = now()
             if gen["first_byte_at"] is None:
                 gen["first_byte_at"] = t
                 if self.record["first_audio_at"] is None:

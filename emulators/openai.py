@@ -141,6 +141,7 @@ class _Endpoint:
             "body": None, "model": None, "stream": None, "tools": None, "max_tokens": None,
             "max_completion_tokens": None, "status": None, "fault": None, "reply": None,
             "first_token_at": None, "last_chunk_at": None, "tokens_sent": 0,
+            "token_at": [],  # when each streamed token went out (benchmarks time the client's hops)
         })
 
         async def fail(status: int, body: Any, headers: dict[str, str] | None = None) -> None:
@@ -228,6 +229,7 @@ class _Endpoint:
                     return
                 await sleep_until(start + tokens * step)
                 pending.append(data)
+                sent_at = now()
                 await send_chunk(send, b"".join(pending))
                 pending.clear()
                 if tokens == 0:
@@ -236,8 +238,9 @@ class _Endpoint:
                     start = max(start, loop.time())
                 tokens += 1
                 record["tokens_sent"] = tokens
+                record["token_at"].append(sent_at)
                 if record["first_token_at"] is None:
-                    record["first_token_at"] = now()
+                    record["first_token_at"] = record["token_at"][0]
             else:
                 pending.append(data)
         if pending:

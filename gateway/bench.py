@@ -675,7 +675,8 @@ def call_record(report: CallReport, started: float, ended: float) -> dict[str, A
         "greeting_ms": report.greeting_latency_ms,
         "turns": [{"rule": t.rule, "latency_ms": t.latency_ms, "clear_ms": t.clear_ms, "barged_in": t.barged_in,
                    "interrupted": t.interrupted, "underruns": t.underruns, "reply_timeout": t.reply_timeout,
-                   "reply_ms": t.reply_ms}
+                   "reply_ms": t.reply_ms, "kind": t.kind, "text": t.text,
+                   "speech_end": t.speech_end, "reply_arrival": t.reply_arrival}  # monotonic, for bench_wire
                   for t in report.turns],
         "underruns": report.underruns,
         "underrun_gap_ms": sum(report.underrun_gaps_ms),
@@ -885,8 +886,18 @@ async def bench(opts: BenchOptions, target: Target) -> dict[str, Any]:
     after = await asyncio.to_thread(scrape, target.metrics_url)
     await asyncio.sleep(2.0)  # calls' provider sockets close
     settled = sampler.snapshot("gateway")
+    emulator_log = await asyncio.to_thread(read_emulator_log, target.emulators_url) if target.emulators_url else None
     return build_report(opts, target, results, sampler, idle, settled, before, after, emulated, endpointing,
-                        warm_errors, t_start, t_end)
+                        warm_errors, t_start, t_end, emulator_log)
+
+
+def read_emulator_log(emulators_url: str) -> dict | None:
+    """Everything the emulators recorded (for the hop times of `gateway.bench_wire`); None if unreadable."""
+    try:
+        status, body = http_get(emulators_url + "/_emulator/log", timeout=60)
+    except OSError:
+        return None
+    return json.loads(body) if status == 200 else None
 
 
 def _window_cpu(samples: list[tuple[float, float, int, int, int]], windows: list[tuple[float, float]],
@@ -942,7 +953,7 @@ def code_version() -> dict[str, Any]:
 def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any]], sampler: Sampler,
                  idle: dict | None, settled: dict | None, before: str | None, after: str | None,
                  emulated: dict | None, endpointing: int | None, warm_errors: list[str],
-                 t_start: float, t_end: float) -> dict[str, Any]:
+                 t_start: float, t_end: float, emulator_log: dict | None = None) -> dict[str, Any]:
     records = [r for res in results for r in res.get("records", [])]
     gen_errors = [res["error"] for res in results if "error" in res]
     # A call failed if it ended in error, was cut before its script was done, or a turn got no reply
@@ -988,6 +999,17 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
         overhead_caller = {**summarize(values), "subtracted_ms": round(subtract, 1), "end_of_speech_wait_ms": eos,
                            "end_of_speech_wait_source": eos_source, "first_phrase_rule": opts.first_phrase_rule,
                            **{k: round(v, 1) for k, v in share.items()}}
+
+    # The gateway's hops timed on the wire (gateway.bench_wire): the overhead without the emulators' lateness.
+    overhead_wire = None
+    if emulated is not None and emulator_log is not None and overhead_caller is not None:
+        from emulators.openai import tokenize
+        from gateway.bench_wire import wire_overhead
+
+        overhead_wire = wire_overhead(
+            records, emulator_log,
+            stt_wait_s=(overhead_caller["end_of_speech_wait_ms"] + overhead_caller["stt_final_ms"]) / 1000,
+            first_phrase_token=lambda reply: first_phrase_token(tokenize(reply), opts.first_phrase_rule))
 
     overhead_gateway = None
     if before is not None and after is not None:
@@ -1084,6 +1106,7 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
         "greeting_ms": summarize(greetings),
         "overhead_caller_ms": overhead_caller,
         "overhead_gateway_ms": overhead_gateway,
+        "overhead_wire_ms": overhead_wire,
         "barge_in_clear_ms": {**summarize(clears, (0.5, 0.95)), "barge_ins": len(barge_turns),
                               "without_clear": len(barge_turns) - len(clears)},
         "underruns": {"count": underruns, "reply_frames": int(played),
@@ -1111,6 +1134,8 @@ def _f(value: Any, unit: str = "", digits: int = 1) -> str:
 
 
 def format_report(r: dict[str, Any]) -> str:
+    from gateway.bench_wire import describe as describe_wire
+
     v2v, oc, og, bi, ur = r["voice_to_voice_ms"], r["overhead_caller_ms"], r["overhead_gateway_ms"], \
         r["barge_in_clear_ms"], r["underruns"]
     gw, lg, emu = r["gateway"], r["loadgen"], r["emulators"]
@@ -1130,6 +1155,11 @@ def format_report(r: dict[str, Any]) -> str:
         rows.append(("overhead (gateway) ms", f"p50 {_f(og['p50'], digits=2)}  p99 {_f(og['p99'], digits=2)}  "
                                               f"n={og['n']} (from /metrics"
                                               + (f"; all under its lowest bucket, {first:g} ms)" if first else ")")))
+    ow = r.get("overhead_wire_ms")
+    if ow:
+        lines = list(describe_wire(ow))
+        rows.append(("overhead (wire) ms", lines[0]))
+        rows += [("", line) for line in lines[1:]]
     rows += [
         ("barge-in -> clear ms", f"p50 {_f(bi['p50'])}  p95 {_f(bi['p95'])}  ({bi['n']}/{bi['barge_ins']} cleared)"),
         ("underruns", f"{ur['count']} ({_f(ur['pct_frames'], '%', 3)} of {ur['reply_frames']} reply frames, "
