@@ -29,8 +29,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 # A final more than this after the caller stopped speaking belongs to nobody's turn.
 MAX_STT_WAIT_S = 2.0
-# An LLM request this long after its transcript is not that transcript's reply.
+# A hop longer than this is not one hop (a reply's first audio long before the caller heard it).
 MAX_HOP_S = 1.0
+# Two processes' stamps of one event may disagree by this much (each stamps around its own syscall).
+CLOCK_SLACK_S = 0.002
 
 _WORDS = re.compile(r"[a-z0-9']+")
 
@@ -39,11 +41,15 @@ def _norm(text: str) -> str:
     return " ".join(_WORDS.findall(text.lower()))
 
 
-def _finals(record: dict[str, Any]) -> list[float]:
-    """When a Deepgram socket sent its end-of-turn finals. Some are empty: the caller paused inside
-    an utterance, the words went out in an earlier final, and the turn ends with this one."""
-    return [float(e["t"]) for e in record.get("transcripts") or ()
-            if e.get("is_final") and (e.get("speech_final") or e.get("from_finalize"))]
+def _finals(record: dict[str, Any], *, strict: bool) -> list[float]:
+    """When a Deepgram socket sent an end-of-turn signal. `strict`: Deepgram's own endpointing, a
+    `speech_final` final or an `UtteranceEnd` (what pairs a socket with its call: it follows the end
+    of speech by the configured wait). Otherwise any final too: the answer to a Finalize, or a final
+    the gateway's own VAD agrees with, can end a turn as well."""
+    times = [float(e["t"]) for e in record.get("transcripts") or ()
+             if e.get("is_final") and (not strict or e.get("speech_final"))]
+    times += [float(e["t"]) for e in record.get("sent") or () if e.get("type") == "UtteranceEnd"]
+    return sorted(times)
 
 
 def _assign(calls: Sequence[Sequence[Any]], sockets: Sequence[Sequence[float]],
@@ -51,13 +57,12 @@ def _assign(calls: Sequence[Sequence[Any]], sockets: Sequence[Sequence[float]],
     """Call -> socket, cheapest total first, each used once. `gap(turn, t)` is how far a socket's
     event at `t` is from where the turn expects it (None: it cannot be the turn's)."""
     def cost(call: Sequence[Any], times: Sequence[float]) -> float | None:
-        total = 0.0
+        total, seen = 0.0, 0
         for turn in call:
             gaps = [g for t in times if (g := gap(turn, t)) is not None]
-            if not gaps:
-                return None
-            total += min(gaps)
-        return total
+            total += min(gaps) if gaps else MAX_HOP_S  # a turn this socket says nothing about
+            seen += bool(gaps)
+        return total if seen else None
 
     pairs = sorted((c, ci, si) for ci, call in enumerate(calls) if call for si, times in enumerate(sockets)
                    if (c := cost(call, times)) is not None)
@@ -84,9 +89,9 @@ def wire_overhead(records: Sequence[dict[str, Any]], log: dict[str, Any], *, stt
               and t.get("speech_end") is not None and t.get("reply_arrival") is not None]
              for r in records]
     # Each call's Deepgram socket: its end-of-turn finals come the configured wait after the turns end.
-    finals = [_finals(r) for r in log.get("deepgram") or ()]
-    stt_of = _assign(calls, finals, lambda turn, t: abs(t - turn[0] - stt_wait_s)
-                     if 0 <= t - turn[0] <= MAX_STT_WAIT_S else None)
+    stt_of = _assign(calls, [_finals(r, strict=True) for r in log.get("deepgram") or ()],
+                     lambda turn, t: abs(t - turn[0] - stt_wait_s) if 0 <= t - turn[0] <= MAX_STT_WAIT_S else None)
+    finals = [_finals(r, strict=False) for r in log.get("deepgram") or ()]
     # Each call's ElevenLabs socket: a phrase's first audio goes out just before the caller hears a reply.
     tts_sockets = [[g for g in r.get("generations") or () if g.get("first_byte_at") is not None]
                    for r in log.get("elevenlabs") or ()]
@@ -107,10 +112,12 @@ def wire_overhead(records: Sequence[dict[str, Any]], log: dict[str, Any], *, stt
             gen = max(heard, key=lambda g: g["first_byte_at"]) if heard else None
             phrase = _norm(gen.get("text") or "") + " " if gen is not None else ""
             request = next((r for said, r in replies if phrase.strip() and said.startswith(phrase)), None)
-            if not near or request is None:
+            # The turn's final: the last end-of-turn signal before the gateway asked for the reply.
+            before = [t for t in near if request is not None and t <= request["t"] + CLOCK_SLACK_S]
+            if not before:
                 unmatched += 1
                 continue
-            final = min(near, key=lambda t: abs(t - end - stt_wait_s))
+            final = max(before)
             k = min(first_phrase_token(request["reply"]["text"]), len(request["token_at"]) - 1)
             a = (request["t"] - final) * 1000
             b = (gen["t"] - request["token_at"][k]) * 1000

@@ -45,6 +45,8 @@ METRICS = (  # (key, label, digits, lower is better)
     ("v2v_p95", "voice-to-voice p95 ms", 0),
     ("overhead_caller_p50", "overhead p50 ms (caller side)", 0),
     ("overhead_caller_p99", "overhead p99 ms (caller side)", 0),
+    ("overhead_wire_p50", "hops inside the server p50 ms (wire-timed)", 1),
+    ("overhead_wire_p99", "hops inside the server p99 ms (wire-timed)", 1),
     ("clear_p50", "barge-in → clear p50 ms", 0),
     ("underrun_pct", "underruns % of reply frames", 2),
     ("underrun_time_pct", "underrun gaps % of reply time", 2),
@@ -124,7 +126,8 @@ def run_pipecat(args: argparse.Namespace, level: int) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-COLLAPSE_HIDDEN = {"v2v_p50", "v2v_p95", "overhead_caller_p50", "overhead_caller_p99", "clear_p50", "underrun_pct",
+COLLAPSE_HIDDEN = {"v2v_p50", "v2v_p95", "overhead_caller_p50", "overhead_caller_p99", "overhead_wire_p50",
+                   "overhead_wire_p99", "clear_p50", "underrun_pct",
                    "underrun_time_pct"}
 
 
