@@ -43,12 +43,6 @@ with warnings.catch_warnings():
     from deepgram.core.api_error import ApiError
     from deepgram.environment import DeepgramClientEnvironment
     from deepgram.listen.v1 import client as _listen_client  # noqa: F401
-    from deepgram.listen.v1.types import (
-        ListenV1Error,
-        ListenV1Metadata,
-        ListenV1Results,
-        ListenV1UtteranceEnd,
-    )
 
 from gateway.config import Settings
 from providers.base import CallInfo, ProviderAuthError, ProviderError, SttCallback, SttResult
@@ -491,31 +485,17 @@ class DeepgramStream:
     # ------------------------------------------------------------------ messages
 
     def _handle(self, message: Any) -> None:
+        """One server message: JSON text off the socket, or an SDK model (the SDK iterator's fallback).
+        Both carry Deepgram's `type`."""
         if isinstance(message, str):
-            self._handle_json(message)
+            try:
+                message = orjson.loads(message)
+            except orjson.JSONDecodeError:
+                log.warning("Deepgram sent a message that is not JSON (call %s)", self._call.call_sid)
+                return
+        elif isinstance(message, bytes):
             return
-        match message:
-            case ListenV1Results():
-                self._on_results(message)
-            case ListenV1UtteranceEnd():
-                self._emit(SttResult("", True, True))
-            case ListenV1Metadata():
-                pass  # the summary after CloseStream; the close frame follows
-            case ListenV1Error():
-                log.warning("Deepgram error message: %s (call %s)", _get(message, "description") or
-                            _get(message, "message"), self._call.call_sid)
-            case _:
-                pass  # SpeechStarted (interim transcripts drive barge-in), unknown types (None), bytes
-
-    def _handle_json(self, raw: str) -> None:
-        try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            log.warning("Deepgram sent a message that is not JSON (call %s)", self._call.call_sid)
-            return
-        if not isinstance(message, dict):
-            return
-        kind = message.get("type")
+        kind = _get(message, "type")
         if kind == "Results":
             self._on_results(message)
         elif kind == "UtteranceEnd":
@@ -523,7 +503,8 @@ class DeepgramStream:
         elif kind == "Error":
             log.warning("Deepgram error message: %s (call %s)", _get(message, "description") or
                         _get(message, "message"), self._call.call_sid)
-        # Metadata (the summary after CloseStream), SpeechStarted, unknown types: nothing to do
+        # Metadata (the summary after CloseStream), SpeechStarted (interim transcripts drive
+        # barge-in), unknown types: nothing to do
 
     def _on_results(self, message: Any) -> None:
         is_final = bool(_get(message, "is_final"))

@@ -232,6 +232,7 @@ def _choices(data: bytes) -> list[dict]:
 
 
 def _after(error: ProviderError, heard_anything: bool) -> ProviderError:
+    """A failure after the caller heard part of the reply is not retried: a retry would repeat it."""
     if heard_anything:
         error.heard_anything = True
         error.retryable = False
@@ -298,10 +299,7 @@ def map_error(exc: openai.OpenAIError, heard_anything: bool = False) -> Provider
         error = ProviderError(PROVIDER, f"stream failed: {_short(exc)}")
     else:
         error = ProviderError(PROVIDER, type(exc).__name__)
-    if heard_anything:
-        error.heard_anything = True
-        error.retryable = False
-    return error
+    return _after(error, heard_anything)
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
