@@ -840,15 +840,19 @@ def read_emulator_settings(emulators_url: str) -> dict[str, Any] | None:
     return json.loads(body) if status == 200 else None
 
 
-def endpointing_from_log(emulators_url: str) -> int | None:
-    """The `endpointing` the client asked the Deepgram emulator for (the first live connection)."""
+def read_emulator_log(emulators_url: str) -> dict | None:
+    """Everything the emulators recorded (the endpointing asked for, the hop times of
+    `gateway.bench_wire`); None if unreadable."""
     try:
-        status, body = http_get(emulators_url + "/_emulator/log", timeout=20)
+        status, body = http_get(emulators_url + "/_emulator/log", timeout=60)
     except OSError:
         return None
-    if status != 200:
-        return None
-    for record in json.loads(body).get("deepgram", []):
+    return json.loads(body) if status == 200 else None
+
+
+def endpointing_from_log(log: dict | None) -> int | None:
+    """The `endpointing` the client asked the Deepgram emulator for (the first live connection)."""
+    for record in (log or {}).get("deepgram", []):
         value = record.get("query", {}).get("endpointing")
         if value is not None:
             return None if str(value).lower() == "false" else int(float(value))
@@ -872,7 +876,6 @@ async def bench(opts: BenchOptions, target: Target) -> dict[str, Any]:
                                 max_reply_wait_s=opts.max_reply_wait_s, reply_quiet_ms=opts.reply_quiet_ms)
         if report.error:
             warm_errors.append(report.error)
-    endpointing = endpointing_from_log(target.emulators_url) if target.emulators_url else None
     await asyncio.sleep(1.0)  # let the warm-up call's sockets close before the idle baseline
 
     sampler = Sampler({"gateway": target.gateway_pid, "emulators": target.emulators_pid})
@@ -887,17 +890,8 @@ async def bench(opts: BenchOptions, target: Target) -> dict[str, Any]:
     await asyncio.sleep(2.0)  # calls' provider sockets close
     settled = sampler.snapshot("gateway")
     emulator_log = await asyncio.to_thread(read_emulator_log, target.emulators_url) if target.emulators_url else None
-    return build_report(opts, target, results, sampler, idle, settled, before, after, emulated, endpointing,
-                        warm_errors, t_start, t_end, emulator_log)
-
-
-def read_emulator_log(emulators_url: str) -> dict | None:
-    """Everything the emulators recorded (for the hop times of `gateway.bench_wire`); None if unreadable."""
-    try:
-        status, body = http_get(emulators_url + "/_emulator/log", timeout=60)
-    except OSError:
-        return None
-    return json.loads(body) if status == 200 else None
+    return build_report(opts, target, results, sampler, idle, settled, before, after, emulated,
+                        endpointing_from_log(emulator_log), warm_errors, t_start, t_end, emulator_log)
 
 
 def _window_cpu(samples: list[tuple[float, float, int, int, int]], windows: list[tuple[float, float]],
