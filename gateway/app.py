@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +123,8 @@ class Gateway:
 
     async def _load(self) -> None:
         await self.engines.load()
+        # Synchronously, before any call can start on the readiness just gained.
+        freeze_startup_heap()
         described = self.engines.describe()
         for role in ("stt", "llm", "tts"):
             if described[role]:
@@ -139,6 +142,27 @@ class Gateway:
         if self.twilio is not None:
             await self.twilio.close()
         self._store_pool.shutdown(wait=True)
+
+
+# Allocations between young-generation collections (CPython's default is 700). A young collection
+# stops the event loop for ~2 ms at 100 calls, 3-4 times a second by default; every turn whose
+# hops overlap one is that much slower. With 10,000 they are several times rarer, each a little
+# longer, and fewer short-lived objects survive into the older generations.
+GC_GEN0_THRESHOLD = 10_000
+
+
+def freeze_startup_heap() -> None:
+    """Move everything alive after start-up out of the garbage collector's sight.
+
+    The SDKs' modules and pydantic schemas, the loaded engines and the prerendered prompts live as
+    long as the process: hundreds of thousands of objects that every full collection would walk
+    again while the event loop waits (60-80 ms measured at 100 calls: every call in flight hears
+    that as latency). Frozen objects are never collected, so this runs once, when the engines are
+    loaded and before the first call, never on objects a call creates."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> Starlette:

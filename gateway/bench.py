@@ -7,8 +7,9 @@
 Each call is a real-time `gateway.simcaller` call (20 ms frames, marks echoed, a simulated
 speaker): it waits for the greeting, then speaks `--turns` utterances, the one at `--barge-in-turn`
 500 ms into the agent's previous reply (a barge-in). Calls start `--ramp-s` apart in total (never
-all in one millisecond); each is cut at `--max-call-s`; no call starts after `--duration` and the
-whole run ends by `--duration + --max-call-s`.
+all in one millisecond), at phases spread over the 20 ms frame clock as independent callers' are;
+each is cut at `--max-call-s`; no call starts after `--duration` and the whole run ends by
+`--duration + --max-call-s`.
 
 What it reports (the definitions matter more than the numbers):
 
@@ -86,6 +87,9 @@ DEFAULT_TTS_FIRST_BYTE = 0.15
 DEFAULT_ENDPOINTING_MS = 300  # what the gateway asks Deepgram for; read from the emulator log when it can
 
 READY_TIMEOUT_S = 120.0  # the gateway's /readyz on a cold 2-core machine
+# Call starts get phases spread over one 20 ms frame (see `call_offsets`).
+FRAME_PHASE_S = 0.02
+GOLDEN_FRACTION = 0.6180339887498949
 SAMPLE_INTERVAL_S = 0.5  # psutil sampling of the gateway / emulators
 LOOP_PROBE_S = 0.01  # the generator's event-loop lag probe period
 SPEECH_DBFS = -40.0  # caller audio frames below this are trimmed from the utterance's ends
@@ -769,12 +773,24 @@ def _generator_process(plan: GeneratorPlan, conn) -> None:
         conn.close()
 
 
+def call_offsets(concurrency: int, ramp: float) -> list[float]:
+    """When each lane's first call starts: spread over `ramp`, and at well-spread phases of the 20 ms
+    frame clock. Independent callers' frames arrive at unrelated instants; starts an exact multiple
+    of 10 ms apart would put every call's frame into two bursts per 20 ms, which a real Twilio load
+    never does and which turns the gateway's event loop into a batch processor (its p99 latency is
+    then one burst's length). The golden-ratio sequence spreads any number of lanes evenly."""
+    if concurrency <= 1:
+        return [0.0] * max(concurrency, 0)
+    spacing = ramp / (concurrency - 1)
+    return [spacing * i + FRAME_PHASE_S * ((i * GOLDEN_FRACTION) % 1.0) for i in range(concurrency)]
+
+
 async def run_generators(opts: BenchOptions, url: str, turns: list[CallerTurn]) -> list[dict[str, Any]]:
     """Split the lanes over `opts.procs` generators (this process when 1) and run them."""
     now = time.monotonic()
     t0 = now + 0.5 if opts.procs > 1 else now  # child processes need a moment to start
     c = opts.concurrency
-    offsets = [opts.ramp * i / max(1, c - 1) if c > 1 else 0.0 for i in range(c)]
+    offsets = call_offsets(c, opts.ramp)
     plans = []
     for k in range(opts.procs):
         lanes = offsets[k:: opts.procs]

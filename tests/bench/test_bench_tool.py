@@ -115,3 +115,22 @@ def test_sentence_rule_waits_for_the_token_after_the_full_stop():
     assert bench.first_phrase_token(tokenize("Okay."), "sentence") == 1  # the stream's end
     with pytest.raises(ValueError):
         bench.first_phrase_token(tokens, "paragraph")
+
+
+@pytest.mark.parametrize("concurrency", [2, 5, 25, 100])
+def test_call_starts_spread_over_the_frame_clock(concurrency):
+    # Independent callers' 20 ms frames arrive at unrelated phases; the generator must not put
+    # every call's frame into one or two bursts per frame period.
+    offsets = bench.call_offsets(concurrency, bench.BenchOptions(concurrency=concurrency).ramp)
+    assert len(offsets) == concurrency
+    assert offsets == sorted(offsets) and offsets[0] == 0.0
+    phases = sorted((o % bench.FRAME_PHASE_S) / bench.FRAME_PHASE_S for o in offsets)
+    gaps = [b - a for a, b in zip(phases, phases[1:])] + [1.0 - phases[-1] + phases[0]]
+    # Evenly spread: no empty stretch of the frame period wider than a few lanes' share.
+    assert max(gaps) <= 3.0 / concurrency + 1e-9
+    assert len({round(p, 6) for p in phases}) == concurrency
+
+
+def test_call_offsets_single_call_starts_at_once():
+    assert bench.call_offsets(1, 0.0) == [0.0]
+    assert bench.call_offsets(0, 1.0) == []
