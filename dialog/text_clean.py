@@ -1,8 +1,9 @@
 """Text hygiene at the two edges of the dialog.
 
-Caller text (a transcript) is bounded and cleaned before it reaches the LLM: control characters and
-runs of whitespace go, and the length is capped, so a hostile or broken STT stream cannot inflate a
-prompt. Reply text is cleaned before TTS: an LLM writes for screens (markdown, links, lists,
+Caller text (a transcript) is bounded and cleaned before it reaches the LLM: control characters,
+square brackets and runs of whitespace go, and the length is capped, so a hostile or broken STT
+stream cannot inflate a prompt, nor pass itself off as one of the gateway's own bracketed notes in
+the conversation ("[pressed 5]", "[the caller pressed 5]"): speech has no brackets. Reply text is cleaned before TTS: an LLM writes for screens (markdown, links, lists,
 emoji), and a phone caller must never hear "asterisk asterisk" or a URL read out letter by letter.
 """
 
@@ -15,6 +16,7 @@ MAX_CALLER_TEXT_CHARS = 2000  # ~2 minutes of speech; an utterance is capped at 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
 _WS = re.compile(r"\s+")
+_BRACKETS = re.compile(r"[\[\]]")
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _URL = re.compile(r"(?i)\b(?:https?://|www\.)\S+|\b[\w.-]+\.(?:com|org|net|io|ai|dev|co|us|uk)(?:/\S*)?\b")
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
@@ -27,6 +29,7 @@ _LEFTOVER = re.compile(r"[*#`|<>{}\[\]\\^~]")
 def clean_caller_text(text: str, max_chars: int = MAX_CALLER_TEXT_CHARS) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = _CONTROL.sub(" ", text)
+    text = _BRACKETS.sub(" ", text)
     text = _WS.sub(" ", text).strip()
     if len(text) > max_chars:
         cut = text.rfind(" ", 0, max_chars)

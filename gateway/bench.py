@@ -90,6 +90,7 @@ READY_TIMEOUT_S = 120.0  # the gateway's /readyz on a cold 2-core machine
 # Call starts get phases spread over one 20 ms frame (see `call_offsets`).
 FRAME_PHASE_S = 0.02
 GOLDEN_FRACTION = 0.6180339887498949
+UNDERRUN_EVENTS_KEPT = 50  # the report lists this many underruns (turn, position, gap), not all
 SAMPLE_INTERVAL_S = 0.5  # psutil sampling of the gateway / emulators
 LOOP_PROBE_S = 0.01  # the generator's event-loop lag probe period
 SPEECH_DBFS = -40.0  # caller audio frames below this are trimmed from the utterance's ends
@@ -684,6 +685,9 @@ def call_record(report: CallReport, started: float, ended: float) -> dict[str, A
                   for t in report.turns],
         "underruns": report.underruns,
         "underrun_gap_ms": sum(report.underrun_gaps_ms),
+        # Where each gap fell: which turn (-1 is the greeting), how far into its reply, how long.
+        "underrun_events": [{"turn": t.index, "at_ms": round(at, 1), "gap_ms": round(gap, 1)}
+                            for t in report.turns for at, gap in zip(t.underrun_at_ms, t.underrun_gaps_ms)],
         "played_frames": played / FRAME_BYTES,
         "clock_slip_ms": report.clock_slip_ms,
         "max_send_lag_ms": report.max_send_lag_ms,
@@ -1122,7 +1126,8 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
         "underruns": {"count": underruns, "reply_frames": int(played),
                       "pct_frames": round(100.0 * underruns / played, 3) if played else None,
                       "gap_ms_total": round(gap_ms, 1),
-                      "pct_time": round(100.0 * gap_ms / (played * 20), 3) if played else None},
+                      "pct_time": round(100.0 * gap_ms / (played * 20), 3) if played else None,
+                      "events": [e for r in records for e in r.get("underrun_events", ())][:UNDERRUN_EVENTS_KEPT]},
         "gateway": gateway,
         "emulators": emulators,
         "loadgen": loadgen,

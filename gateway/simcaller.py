@@ -208,6 +208,7 @@ class TurnReport:
     reply_timeout: bool = False  # the reply did not start (or finish) within max_reply_wait_s
     underruns: int = 0
     underrun_gaps_ms: list[float] = field(default_factory=list)
+    underrun_at_ms: list[float] = field(default_factory=list)  # when each gap ended, ms after reply_start
     speech_ms: float = 0.0
     call_start: float = 0.0
 
@@ -788,8 +789,11 @@ class _Call:
                 limit = r.reply_arrival if r.reply_arrival is not None else next_onset
                 r.clear_ms = next(((c - r.speech_start) * 1000 for c, _ in self.clears if r.speech_start <= c < limit), None)
                 r.barged_in = r.clear_ms is not None
-            r.underrun_gaps_ms = [g * 1000 for t, g in playback.underruns if r.speech_start <= t < next_onset]
-            r.underruns = len(r.underrun_gaps_ms)
+            gaps = [(t, g) for t, g in playback.underruns if r.speech_start <= t < next_onset]
+            r.underrun_gaps_ms = [g * 1000 for _, g in gaps]
+            base = r.reply_start if r.reply_start is not None else r.speech_start
+            r.underrun_at_ms = [(t - base) * 1000 for t, _ in gaps]
+            r.underruns = len(gaps)
         report.turns = self.reports
         report.greeting_latency_ms = self.greeting.latency_ms
         report.greeting_ms = self.greeting.reply_ms

@@ -37,7 +37,7 @@ def test_bench_spawn_two_calls_two_turns(tmp_path, cloud_path):
         "overhead_caller_ms": ("p50", "p95", "p99", "subtracted_ms", "end_of_speech_wait_ms"),
         "overhead_gateway_ms": ("p50", "p99", "n"),
         "barge_in_clear_ms": ("p50", "p95", "barge_ins"),
-        "underruns": ("count", "reply_frames", "pct_frames"),
+        "underruns": ("count", "reply_frames", "pct_frames", "events"),
         "gateway": ("cpu_pct_load", "rss_idle_mb", "rss_peak_mb", "rss_per_call_kb"),
         "loadgen": ("procs", "cpu_pct", "loop_lag_ms", "clock_slip_ms_total", "max_send_lag_ms"),
         "verdict": ("loadgen_limited", "reasons", "contended"),
@@ -49,6 +49,7 @@ def test_bench_spawn_two_calls_two_turns(tmp_path, cloud_path):
     assert report["barge_in_clear_ms"]["barge_ins"] == 2
     assert report["overhead_gateway_ms"]["n"] >= 3  # the gateway's own histogram moved
     assert report["loadgen"]["procs"] == 2
+    assert len(report["underruns"]["events"]) == min(report["underruns"]["count"], bench.UNDERRUN_EVENTS_KEPT)
     assert report["gateway"]["rss_peak_mb"] > 0
     assert "voice-to-voice ms" in proc.stdout and "verdict" in proc.stdout.lower()
 

@@ -303,6 +303,8 @@ async def test_latency_is_speech_end_to_playback_start(fake_gateway) -> None:
     assert turn.reply_start == turn.reply_arrival  # the speaker was idle: it plays on arrival
     assert near(turn.reply_ms, 600, 2)
     assert turn.underruns == 1 == report.underruns and 190 <= turn.underrun_gaps_ms[0] < 500
+    # the gap ended when the second part arrived: 400 ms of reply plus the hole after reply_start
+    assert len(turn.underrun_at_ms) == 1 and near(turn.underrun_at_ms[0], 400 + turn.underrun_gaps_ms[0], 50)
     assert turn.speech_ms == 400 and not turn.interrupted and turn.clear_ms is None
     assert len(report.heard) == len(report.received) == (400 + 400 + 200) * 8
     line = turn.to_json()
