@@ -77,9 +77,9 @@ POLL_S = 0.1  # the gateway allows 20 requests/s per client
 UTTERANCES = ("I would like to book an appointment", "next Tuesday at three pm")
 KEYWORDS = dict(zip(UTTERANCES, ("appointment", "tuesday")))
 HEALTHY_UTTERANCES = UTTERANCES[:1]
-# The Deepgram emulator cannot hear; it answers from this script. Its transcripts carry a mark whisper
-# never writes, so a stored turn shows which engine transcribed it.
-DG_MARK = "[dg]"
+# The Deepgram emulator cannot hear; it answers from this script. Its transcripts carry a word whisper
+# never writes, so a stored turn shows which engine transcribed it (a word: caller text loses brackets).
+DG_MARK = "dgmark"
 DEEPGRAM_SCRIPT = [f"{text} {DG_MARK}" for text in UTTERANCES]
 # Every greeting is phrased by the LLM as this text (an emulator rule on the greeting's user message).
 # Rendered sentences are cached by text: after the first call, greetings never reach the TTS engine,
