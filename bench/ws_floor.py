@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import subprocess
 import sys
@@ -27,13 +26,12 @@ import psutil
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from benchlib import ROOT, wait_quiet  # noqa: E402
 
-from gateway.bench import call_offsets, free_port  # noqa: E402
+from gateway.bench import BenchOptions, call_offsets, free_port  # noqa: E402
+from gateway.simcaller import FRAME_BYTES, FRAME_S  # noqa: E402
+from gateway.twilio_protocol import inbound_media_message  # noqa: E402
 
-FRAME_S = 0.02
 SETTLE_S = 4.0  # connections up and sending before the measurement starts
-MEDIA = json.dumps({"event": "media", "sequenceNumber": "1", "streamSid": "MZ" + "0" * 32,
-                    "media": {"track": "inbound", "chunk": "1", "timestamp": "20",
-                              "payload": base64.b64encode(b"\xff" * 160).decode()}}, separators=(",", ":"))
+MEDIA = inbound_media_message("MZ" + "0" * 32, b"\xff" * FRAME_BYTES, 1, 1, 20)
 FRAMES_PER_REPLY_BATCH = 5
 
 
@@ -78,7 +76,7 @@ async def clients(url: str, calls: int, seconds: float) -> None:
                 await asyncio.sleep(max(0.0, t0 + n * FRAME_S - time.monotonic()))
             reader.cancel()
 
-    await asyncio.gather(*(one(o) for o in call_offsets(calls, 0.05 * (calls - 1))))
+    await asyncio.gather(*(one(o) for o in call_offsets(calls, BenchOptions(concurrency=calls).ramp)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                                "--ws", args.ws, "--loop", "uvloop", "--log-level", "warning"])
     try:
         time.sleep(2.0)
-        ramp = 0.05 * (args.calls - 1)
+        ramp = BenchOptions(concurrency=args.calls).ramp
         client = subprocess.Popen(["taskset", "-c", str(args.client_cpu), sys.executable, __file__, "--client",
                                    "--url", f"ws://127.0.0.1:{port}/", "--calls", str(args.calls),
                                    "--seconds", str(args.seconds + ramp + SETTLE_S + 1.0)])

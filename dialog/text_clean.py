@@ -3,8 +3,9 @@
 Caller text (a transcript) is bounded and cleaned before it reaches the LLM: control characters,
 square brackets and runs of whitespace go, and the length is capped, so a hostile or broken STT
 stream cannot inflate a prompt, nor pass itself off as one of the gateway's own bracketed notes in
-the conversation ("[pressed 5]", "[the caller pressed 5]"): speech has no brackets. Reply text is cleaned before TTS: an LLM writes for screens (markdown, links, lists,
-emoji), and a phone caller must never hear "asterisk asterisk" or a URL read out letter by letter.
+the conversation ("[pressed 5]", "[the caller pressed 5]"): speech has no brackets. Reply text is
+cleaned before TTS: an LLM writes for screens (markdown, links, lists, emoji), and a phone caller
+must never hear "asterisk asterisk" or a URL read out letter by letter.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
-from gateway.simcaller import FRAME_BYTES, CallerTurn, CallReport, run_call
+from gateway.simcaller import FRAME_BYTES, FRAME_S, CallerTurn, CallReport, run_call
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,8 +87,7 @@ DEFAULT_TTS_FIRST_BYTE = 0.15
 DEFAULT_ENDPOINTING_MS = 300  # what the gateway asks Deepgram for; read from the emulator log when it can
 
 READY_TIMEOUT_S = 120.0  # the gateway's /readyz on a cold 2-core machine
-# Call starts get phases spread over one 20 ms frame (see `call_offsets`).
-FRAME_PHASE_S = 0.02
+# Call starts get phases spread over one 20 ms frame (see `call_offsets`) by this low-discrepancy step.
 GOLDEN_FRACTION = 0.6180339887498949
 UNDERRUN_EVENTS_KEPT = 50  # the report lists this many underruns (turn, position, gap), not all
 SAMPLE_INTERVAL_S = 0.5  # psutil sampling of the gateway / emulators
@@ -786,7 +785,7 @@ def call_offsets(concurrency: int, ramp: float) -> list[float]:
     if concurrency <= 1:
         return [0.0] * max(concurrency, 0)
     spacing = ramp / (concurrency - 1)
-    return [spacing * i + FRAME_PHASE_S * ((i * GOLDEN_FRACTION) % 1.0) for i in range(concurrency)]
+    return [spacing * i + FRAME_S * ((i * GOLDEN_FRACTION) % 1.0) for i in range(concurrency)]
 
 
 async def run_generators(opts: BenchOptions, url: str, turns: list[CallerTurn]) -> list[dict[str, Any]]:

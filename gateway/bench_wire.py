@@ -23,9 +23,10 @@ The phrase that started a reply names its LLM request: every emulated reply is n
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any, Callable, Iterable, Sequence
+
+from dialog.latency import normalize_intent as _norm  # lower-case words only
 
 # A final more than this after the caller stopped speaking belongs to nobody's turn.
 MAX_STT_WAIT_S = 2.0
@@ -33,13 +34,6 @@ MAX_STT_WAIT_S = 2.0
 MAX_HOP_S = 1.0
 # Two processes' stamps of one event may disagree by this much (each stamps around its own syscall).
 CLOCK_SLACK_S = 0.002
-
-_WORDS = re.compile(r"[a-z0-9']+")
-
-
-def _norm(text: str) -> str:
-    return " ".join(_WORDS.findall(text.lower()))
-
 
 def _finals(record: dict[str, Any], *, strict: bool) -> list[float]:
     """When a Deepgram socket sent an end-of-turn signal. `strict`: Deepgram's own endpointing, a

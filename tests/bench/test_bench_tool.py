@@ -125,7 +125,7 @@ def test_call_starts_spread_over_the_frame_clock(concurrency):
     offsets = bench.call_offsets(concurrency, bench.BenchOptions(concurrency=concurrency).ramp)
     assert len(offsets) == concurrency
     assert offsets == sorted(offsets) and offsets[0] == 0.0
-    phases = sorted((o % bench.FRAME_PHASE_S) / bench.FRAME_PHASE_S for o in offsets)
+    phases = sorted((o % bench.FRAME_S) / bench.FRAME_S for o in offsets)
     gaps = [b - a for a, b in zip(phases, phases[1:])] + [1.0 - phases[-1] + phases[0]]
     # Evenly spread: no empty stretch of the frame period wider than a few lanes' share.
     assert max(gaps) <= 3.0 / concurrency + 1e-9
