@@ -50,6 +50,9 @@ class SessionSettings:
     # Deepgram's endpointing (300 ms) usually beats the VAD's 500 ms; its end-of-turn is trusted only if
     # the caller has been quiet this long by our own VAD, so a mid-word pause does not end the turn.
     stt_turn_min_silence_ms: int = 200
+    # Voiced audio goes to a streaming STT engine this much at a time (Deepgram asks for 20-250 ms
+    # per message): one socket write per 100 ms of speech instead of five.
+    stt_forward_batch_ms: int = 100
     # If marks stop coming back (a broken client), a reply counts as played this long after its audio.
     mark_grace_seconds: float = 2.0
     # A committed turn with no reply audio after this long gets an apology instead of silence.
@@ -108,6 +111,7 @@ class CallSession:
         self.failures = 0  # consecutive provider failures
         self.forward_audio = False  # set by the driver when the STT engine streams (Deepgram)
         self._forwarded_to: int | None = None  # ring position forwarded so far while the caller speaks
+        self._forward_batch = settings.stt_forward_batch_ms * SAMPLE_RATE // 1000  # mu-law: a byte per sample
         self._vad = EnergyVad(settings.vad_config())
         # The utterance limit plus pre-roll, so a maximal utterance is still whole when it is cut.
         self._ring = RingBuffer(int((settings.max_utterance_seconds + 1.0) * SAMPLE_RATE))
@@ -161,7 +165,7 @@ class CallSession:
             return []
         match event:
             case AudioReceived():
-                return self._on_audio(event)
+                return self._on_audio(event.now, event.payload)
             case Tick():
                 return self._on_tick(event.now)
             case MarkEchoed():
@@ -199,24 +203,38 @@ class CallSession:
             return self._start_reply(ev.now, user_text=None, reprompt="resume")
         return self._start_reply(ev.now, user_text=None)
 
-    def _on_audio(self, ev: AudioReceived) -> list[Action]:
-        if self.phase is not Phase.ACTIVE or not ev.payload:
-            return self._on_tick(ev.now) if self.phase is Phase.ACTIVE else []
-        self.last_audio_at = ev.now
-        self._ring.write(ev.payload)
+    def audio(self, now: float, payload: bytes) -> list[Action]:
+        """`handle(AudioReceived(now, payload))` without the event object: a driver's per-frame path.
+
+        A frame that returns no actions never brings `next_deadline` forward (it only moves the idle
+        deadline later), so a driver with a wake-up already set need not ask again."""
+        if self.phase is Phase.ENDED:
+            return []
+        return self._on_audio(now, payload)
+
+    def _on_audio(self, now: float, payload: bytes) -> list[Action]:
+        if self.phase is not Phase.ACTIVE or not payload:
+            return self._on_tick(now) if self.phase is Phase.ACTIVE else []
+        self.last_audio_at = now
+        self._ring.write(payload)
         actions: list[Action] = []
-        for vad_event in self._vad.process_mulaw(ev.payload):
+        for vad_event in self._vad.process_mulaw(payload):
             if isinstance(vad_event, SpeechStarted):
-                actions += self._on_speech_started(vad_event, ev.now)
+                actions += self._on_speech_started(vad_event, now)
             elif isinstance(vad_event, SpeechEnded):
-                actions += self._on_speech_ended(vad_event, ev.now)
-        if self._forwarded_to is not None:
+                actions += self._on_speech_ended(vad_event, now)
+        if self._forwarded_to is not None and (
+                self._ring.total - self._forwarded_to >= self._forward_batch
+                or self._vad.position != self._vad.last_voiced):
+            # Speech goes to a streaming STT engine in batches, one socket write per
+            # `stt_forward_batch_ms`; a quiet frame goes at once, so the engine's own endpointing
+            # hears the caller stop as it happens (its end of turn is what the caller waits for).
             actions += self._forward()
         # Inbound audio doubles as a clock, but only for what is due: polling the pacer on every
         # frame would release reply audio one frame per inbound frame instead of in batches.
         due = self.next_deadline()
-        if due is not None and ev.now >= due:
-            actions += self._on_tick(ev.now)
+        if due is not None and now >= due:
+            actions += self._on_tick(now)
         return actions
 
     def _forward(self) -> list[Action]:

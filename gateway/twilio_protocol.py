@@ -10,7 +10,7 @@ Twilio sends `sequenceNumber`, `chunk` and `timestamp` as strings; we accept num
 from __future__ import annotations
 
 import binascii
-from base64 import b64decode, b64encode
+from base64 import b64encode
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -80,29 +80,51 @@ DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 def parse(raw: str | bytes, *, max_payload_bytes: int = 1 << 20) -> Message:
     """Parse one Media Streams JSON frame (either direction)."""
+    return message(load(raw), max_payload_bytes=max_payload_bytes)
+
+
+def load(raw: str | bytes) -> dict:
+    """The JSON object of one frame. `message` or, for a media frame, `media_payload` reads it."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ProtocolError("invalid_json", str(exc)[:80]) from None
     if not isinstance(data, dict):
         raise ProtocolError("invalid_json", "message is not a JSON object")
+    return data
+
+
+def media_payload(data: dict, max_payload_bytes: int) -> tuple[str, bytes]:
+    """(streamSid, decoded audio) of a loaded `media` frame: the gateway's per-frame fast path,
+    50 a second per call, which needs neither the `Media` object nor the timestamp."""
+    sid = data.get("streamSid") or ""
+    media = data.get("media")
+    if not isinstance(sid, str):
+        raise ProtocolError("bad_field", "streamSid is not a string")
+    if not isinstance(media, dict):
+        raise ProtocolError("bad_field", "media is not an object")
+    payload = media.get("payload")
+    if not isinstance(payload, str):
+        raise ProtocolError("bad_field", "media.payload is not a string")
+    # base64 grows 4/3: reject before decoding so a huge payload costs nothing.
+    if len(payload) > (max_payload_bytes * 4) // 3 + 4:
+        raise ProtocolError("payload_too_large", f"{len(payload)} base64 chars")
+    try:
+        return sid, binascii.a2b_base64(payload, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("bad_base64", "media.payload is not valid base64") from None
+
+
+def message(data: dict, *, max_payload_bytes: int = 1 << 20) -> Message:
+    """The typed message of a loaded frame."""
     event = data.get("event")
     sid = data.get("streamSid") or ""
     if not isinstance(sid, str):
         raise ProtocolError("bad_field", "streamSid is not a string")
     match event:
         case "media":
-            media = _obj(data, "media")
-            payload = media.get("payload")
-            if not isinstance(payload, str):
-                raise ProtocolError("bad_field", "media.payload is not a string")
-            # base64 grows 4/3: reject before decoding so a huge payload costs nothing.
-            if len(payload) > (max_payload_bytes * 4) // 3 + 4:
-                raise ProtocolError("payload_too_large", f"{len(payload)} base64 chars")
-            try:
-                audio = b64decode(payload, validate=True)
-            except (binascii.Error, ValueError):
-                raise ProtocolError("bad_base64", "media.payload is not valid base64") from None
+            sid, audio = media_payload(data, max_payload_bytes)
+            media = data["media"]
             track = media.get("track", "inbound")
             return Media(sid, audio, track if isinstance(track, str) else "inbound", _int_or_none(media.get("timestamp")))
         case "mark":

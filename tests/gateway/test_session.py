@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from audio import mulaw
 from gateway.events import (
@@ -390,12 +391,50 @@ def test_streaming_stt_gets_only_speech_with_preroll_and_tail():
     assert of(ForwardAudio, out) == []  # silence costs nothing: the engine gets KeepAlives instead
     out = d.audio(speech_frames(1.0))
     forwarded = of(ForwardAudio, out)
-    # The first piece carries the pre-roll and the onset frames the VAD needed to confirm speech.
-    assert len(forwarded[0].audio) >= 300 * 8 and all(len(f.audio) == FRAME for f in forwarded[1:])
+    # The first piece carries the pre-roll and the onset frames the VAD needed to confirm speech;
+    # then the speech goes in batches of stt_forward_batch_ms (100 ms), not one write per frame.
+    batch = d.session.settings.stt_forward_batch_ms * 8
+    assert len(forwarded[0].audio) >= 300 * 8 and all(len(f.audio) == batch for f in forwarded[1:])
+    assert len(forwarded) <= 1 + 1.0 * 8000 // batch
     out = d.audio(silence_frames(0.8))
+    forwarded = of(ForwardAudio, out)
     kinds = [type(a).__name__ for a in out if isinstance(a, (ForwardAudio, TranscribeUtterance))]
-    # The trailing silence goes too (the engine endpoints on it), then the end of speech; then nothing.
+    # The trailing silence goes too, frame by frame as it comes (the engine endpoints on it), the
+    # last batch of speech first; then the end of speech; then nothing.
     assert kinds[-1] == "TranscribeUtterance" and kinds.count("ForwardAudio") >= 20
+    assert len(forwarded[0].audio) <= batch and all(len(f.audio) == FRAME for f in forwarded[1:])
     total = sum(len(f.audio) for f in of(ForwardAudio, d.actions))
     assert 1.0 * 8000 + 300 * 8 <= total <= (1.0 + 0.3 + 0.6) * 8000
     assert of(ForwardAudio, d.audio(silence_frames(1.0))) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["speech", "silence", "reply", "tick", "mark"]),
+                          st.integers(min_value=1, max_value=40)), min_size=1, max_size=25))
+def test_a_frame_that_asks_for_nothing_never_brings_the_deadline_forward(steps):
+    """The media loop skips `next_deadline` after such a frame when a wake-up is already set
+    (`MediaCall._core`): the core must keep the promise `CallSession.audio` makes."""
+    d = Driver()
+    d.session.forward_audio = True
+    d.start()
+    turn = 0
+    speech = speech_frames(1.0)
+    for kind, n in steps:
+        if kind in ("speech", "silence"):
+            frames = speech[:n] if kind == "speech" else silence_frames(n * 0.02)
+            for frame in frames:
+                before = d.session.next_deadline()
+                d.now += 0.02
+                out = d.session.audio(d.now, frame)
+                after = d.session.next_deadline()
+                if not out and before is not None:
+                    assert after is not None and after >= before
+        elif kind == "reply":
+            d.reply(turn, "Sure. Tuesday at ten works.", seconds_per_sentence=n * 0.05)
+            turn += 1
+        elif kind == "tick":
+            d.now += n * 0.01
+            d.feed(Tick(d.now))
+        else:
+            for mark in of(SendMark, d.actions):
+                d.feed(MarkEchoed(d.now, mark.name))
