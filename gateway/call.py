@@ -168,12 +168,13 @@ class MediaCall:
 
     def _on_message(self, raw: str) -> bool | None:
         """Handle one inbound frame. False ends the call; None means a `start` to handle (async)."""
+        limit = self.services.settings.max_media_payload_bytes
         try:
             data = tp.load(raw)
             if data.get("event") == "media":  # 50 a second per call: no message or event objects
-                sid, payload = tp.media_payload(data, self.services.settings.max_media_payload_bytes)
+                sid, payload = tp.media_payload(data, limit)
                 return self._on_media(sid, payload)
-            msg = tp.message(data, max_payload_bytes=self.services.settings.max_media_payload_bytes)
+            msg = tp.message(data, max_payload_bytes=limit)
         except tp.ProtocolError as exc:
             metrics.PROTOCOL_ERRORS.labels(exc.reason).inc()
             self._protocol_errors += 1

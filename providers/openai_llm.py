@@ -88,11 +88,11 @@ class OpenAiLlm:
         key = (api_key if api_key is not None else settings.openai_api_key).strip()
         url = (base_url if base_url is not None else settings.openai_base_url).strip()
         self.base_url = url
-        # The SDK's aiohttp transport: its C HTTP parser reads an SSE body for 40 % less CPU than the
+        # The SDK's aiohttp transport: its C HTTP parser reads an SSE body for about 45 % less CPU than the
         # default httpx one, which wraps every socket read in anyio cancel scopes (bench/PROFILE.md).
-        self.client = openai.AsyncOpenAI(api_key=key or NO_KEY, base_url=url or None, max_retries=0,
-                                         timeout=self.timeouts.sdk(),
-                                         http_client=openai.DefaultAioHttpClient(timeout=self.timeouts.sdk()))
+        timeout = self.timeouts.sdk()
+        self.client = openai.AsyncOpenAI(api_key=key or NO_KEY, base_url=url or None, max_retries=0, timeout=timeout,
+                                         http_client=openai.DefaultAioHttpClient(timeout=timeout))
         # Labelled by model like the chain's GuardedLlm, which reports the retries and fallbacks.
         self.counters = ProviderCounters(self.name, "llm")
 
