@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import warnings
 from collections import deque
@@ -42,13 +43,23 @@ with warnings.catch_warnings():
     from deepgram import AsyncDeepgramClient
     from deepgram.core.api_error import ApiError
     from deepgram.environment import DeepgramClientEnvironment
-    from deepgram.listen.v1 import client as _listen_client  # noqa: F401
+    from deepgram.listen.v1 import client as _listen_client
+    from deepgram.listen.v1 import raw_client as _listen_raw_client
+    from websockets.legacy.client import connect as _legacy_connect
 
 from gateway.config import Settings
 from providers.base import CallInfo, ProviderAuthError, ProviderError, SttCallback, SttResult
 from providers.retry import ProviderCounters, backoff_delay
 
 log = logging.getLogger("voicegate.stt.deepgram")
+
+# The SDK opens its socket with websockets' defaults, which offer permessage-deflate: zlib on every
+# 100 ms of caller audio (mu-law barely shrinks) and on every result, on both ends, for a few hundred
+# bytes a second. The SDK's own connect still builds the URL and headers and runs the handshake; only
+# the offer of compression is dropped (tests/providers/test_deepgram_stt.py checks the handshake).
+# (`listen.v1.connect` and its raw form each import the connect function under this name.)
+_listen_client.websockets_client_connect = _listen_raw_client.websockets_client_connect = functools.partial(
+    _legacy_connect, compression=None)
 
 PROVIDER = "deepgram"
 BYTES_PER_SECOND = 8000  # mu-law, 8 kHz, mono: one byte per sample

@@ -109,6 +109,9 @@ async def test_speech_gives_interim_final_and_end_of_turn(emu: EmulatorServer) -
         "punctuate": "true", "language": "en-US",
     }
     assert record["headers"]["authorization"] is True  # the emulator logs presence, never the key
+    # The emulator, like any websockets server, would accept permessage-deflate: none is offered, so
+    # no zlib runs on the audio.
+    assert "sec-websocket-extensions" not in record["headers"]
     assert record["audio_bytes"] == len(audio) + len(silence(600))
     assert len(emu.log.deepgram) == 1  # one socket for the call
 
