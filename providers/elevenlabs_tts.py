@@ -53,6 +53,7 @@ from websockets.protocol import State
 
 from gateway.config import Settings
 from providers.base import CallInfo, ProviderAuthError, ProviderError, ProviderTimeout
+from providers.deadline import ReadDeadline
 from providers.retry import ProviderCounters
 
 log = logging.getLogger("voicegate.tts.elevenlabs")
@@ -198,10 +199,12 @@ class _Context:
         self.discard = False  # cancelled: drop late audio until isFinal
 
 
-async def _next_item(queue: asyncio.Queue[Any], timeout: float, what: str, heard: bool) -> Any:
+async def _next_item(queue: asyncio.Queue[Any], deadline: ReadDeadline, timeout: float, what: str,
+                     heard: bool) -> Any:
+    if not queue.empty():
+        return queue.get_nowait()  # the reader delivered several chunks in one go: no wait, no deadline
     try:
-        async with asyncio.timeout(timeout):
-            return await queue.get()
+        return await deadline.read(queue.get(), asyncio.get_running_loop().time() + timeout)
     except TimeoutError:
         error = ProviderTimeout(PROVIDER, f"no {what} within {timeout:g} s", heard_anything=heard)
         if heard:
@@ -277,6 +280,7 @@ class ElevenLabsMultiStream:
         finished = False
         closed_context = False
         ws: ClientConnection | None = None
+        deadline = ReadDeadline()
         try:
             for attempt in (1, 2):
                 ws = await self._socket()
@@ -295,7 +299,7 @@ class ElevenLabsMultiStream:
                         raise ProviderError(PROVIDER, "socket closed while sending text") from None
             timeout, what = owner.timeouts.first_byte, "first audio"
             while True:
-                item = await _next_item(ctx.queue, timeout, what, heard)
+                item = await _next_item(ctx.queue, deadline, timeout, what, heard)
                 if item is _FINAL:
                     finished = True
                     return
@@ -313,6 +317,7 @@ class ElevenLabsMultiStream:
                 self._forget(ws, close=True)  # a stalled socket: the next sentence opens another
             raise
         finally:
+            deadline.close()
             if finished:
                 self._contexts.pop(ctx_id, None)
             elif ctx_id in self._contexts:

@@ -14,8 +14,8 @@ classifies failures into the `ProviderError` tree:
 | any failure after text was yielded | the same, with `heard_anything=True` (and not retryable) |
 
 Phase timeouts: connect (`openai.Timeout.connect`), first token (an `asyncio.timeout` around the
-request and the wait for the first chunk that carries content, a tool call or a finish), between
-chunks (`openai.Timeout.read`, which httpx applies to every socket read of the SSE body).
+request, then a `ReadDeadline` on the wait for the first chunk that carries content, a tool call or
+a finish), between chunks (the same `ReadDeadline`, `between_tokens` after each read).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gateway.config import Settings
 from providers.base import LlmChunk, ProviderAuthError, ProviderError, ProviderTimeout, ToolCall
+from providers.deadline import ReadDeadline
 from providers.retry import ProviderCounters
 from providers.sse import SseDataDecoder
 
@@ -137,6 +138,7 @@ class OpenAiLlm:
         started = False  # a chunk with content, a tool call or a finish arrived
         calls: dict[int, _PartialCall] = {}
         response: Any = None
+        deadline = ReadDeadline()
         try:
             try:
                 async with asyncio.timeout_at(first_deadline):
@@ -156,12 +158,8 @@ class OpenAiLlm:
             done = False
             while True:
                 try:
-                    if not started:
-                        async with asyncio.timeout_at(first_deadline):
-                            raw = await anext(body, None)
-                    else:
-                        async with asyncio.timeout(self.timeouts.between_tokens):
-                            raw = await anext(body, None)
+                    when = loop.time() + self.timeouts.between_tokens if started else first_deadline
+                    raw = await deadline.read(anext(body, None), when)
                 except TimeoutError:
                     if not started:
                         raise ProviderTimeout(PROVIDER, f"no first token within {self.timeouts.first_token:g} s"
@@ -212,6 +210,7 @@ class OpenAiLlm:
             self.counters.count("error")
             raise _after(ProviderError(PROVIDER, f"stream failed: {type(exc).__name__}"), heard) from None
         finally:
+            deadline.close()
             if response is not None:
                 try:
                     await response.close()
