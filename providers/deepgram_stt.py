@@ -61,6 +61,24 @@ log = logging.getLogger("voicegate.stt.deepgram")
 _listen_client.websockets_client_connect = _listen_raw_client.websockets_client_connect = functools.partial(
     _legacy_connect, compression=None)
 
+
+
+def _fix_headers(client: AsyncDeepgramClient) -> None:
+    """Compute the client's request headers once.
+
+    The SDK's client wrapper rebuilds them for every socket it opens, and its User-Agent comes from
+    `importlib.metadata.version("deepgram-sdk")`: a scan of sys.path and an email-format parse of the
+    package's METADATA file, 1-2 ms of blocking file I/O on the event loop at every call's start
+    (more than half of opening the socket). The headers (SDK name and version, platform, the key)
+    never change for a client. If a future SDK moves the wrapper, it keeps its own behaviour."""
+    wrapper = getattr(client, "_client_wrapper", None)
+    get_headers = getattr(wrapper, "get_headers", None)
+    if get_headers is None:
+        return
+    fixed = dict(get_headers())
+    wrapper.get_headers = lambda: dict(fixed)  # a copy: the SDK adds to what it gets
+
+
 PROVIDER = "deepgram"
 BYTES_PER_SECOND = 8000  # mu-law, 8 kHz, mono: one byte per sample
 
@@ -204,6 +222,7 @@ class DeepgramStt:
         self.options = options or DeepgramOptions()
         self.model = settings.deepgram_model or "nova-3"
         self.client = AsyncDeepgramClient(api_key=key, environment=deepgram_environment(settings.deepgram_base_url))
+        _fix_headers(self.client)
         # The fallback chain reports each stream's request and failure; only the reconnects inside a
         # stream are this client's own to report.
         self.counters = ProviderCounters(PROVIDER, "stt", forward=frozenset({"retry"}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 
 import pytest
 from deepgram.core.unchecked_base_model import construct_type
@@ -114,6 +115,22 @@ async def test_speech_gives_interim_final_and_end_of_turn(emu: EmulatorServer) -
     assert "sec-websocket-extensions" not in record["headers"]
     assert record["audio_bytes"] == len(audio) + len(silence(600))
     assert len(emu.log.deepgram) == 1  # one socket for the call
+
+
+async def test_opening_a_socket_reads_no_package_metadata(emu: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The SDK asks importlib.metadata for its own version on every socket it opens (file I/O on the
+    # event loop at each call's start); the client computes its headers once instead.
+    stt = make_stt(emu)
+    lookups: list[str] = []
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: lookups.append(name) or real_version(name))
+    for _ in range(2):
+        stream, _ = open_stream(stt)
+        await stream.start()
+        await stream.close()
+    assert lookups == []
+    assert [r["headers"]["user-agent"] for r in emu.log.deepgram] == [f"deepgram-sdk/{real_version('deepgram-sdk')}"] * 2
+    assert all(r["headers"]["authorization"] is True for r in emu.log.deepgram)
 
 
 async def test_keepalive_only_while_no_audio_flows(emu: EmulatorServer) -> None:
