@@ -62,7 +62,6 @@ _listen_client.websockets_client_connect = _listen_raw_client.websockets_client_
     _legacy_connect, compression=None)
 
 
-
 def _fix_headers(client: AsyncDeepgramClient) -> None:
     """Compute the client's request headers once.
 
