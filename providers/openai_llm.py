@@ -32,11 +32,13 @@ import anyio
 import httpx2  # the openai SDK's HTTP client (pinned with it)
 import openai
 import orjson
+from openai._vendor.httpx_aiohttp.transport import AiohttpTransport  # the transport DefaultAioHttpClient builds
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from gateway.config import Settings
 from providers.base import LlmChunk, ProviderAuthError, ProviderError, ProviderTimeout, ToolCall
 from providers.deadline import ReadDeadline
+from providers.http_pool import SparePool
 from providers.retry import ProviderCounters
 from providers.sse import SseDataDecoder
 
@@ -91,9 +93,13 @@ class OpenAiLlm:
         self.base_url = url
         # The SDK's aiohttp transport: its C HTTP parser reads an SSE body for about 45 % less CPU than the
         # default httpx one, which wraps every socket read in anyio cancel scopes (bench/PROFILE.md).
+        # Its aiohttp session is ours (`SparePool`), so a reply never waits for a connection handshake.
         timeout = self.timeouts.sdk()
+        self.pool = SparePool(connect_timeout=self.timeouts.connect, ssl=httpx2.create_ssl_context())
+        http_client = openai.DefaultAioHttpClient(timeout=timeout, transport=AiohttpTransport(client=self.pool))
         self.client = openai.AsyncOpenAI(api_key=key or NO_KEY, base_url=url or None, max_retries=0, timeout=timeout,
-                                         http_client=openai.DefaultAioHttpClient(timeout=timeout))
+                                         http_client=http_client)
+        self.pool.base_url = str(self.client.base_url)  # the SDK's resolution: the argument, OPENAI_BASE_URL, its default
         # Labelled by model like the chain's GuardedLlm, which reports the retries and fallbacks.
         self.counters = ProviderCounters(self.name, "llm")
 
@@ -106,10 +112,13 @@ class OpenAiLlm:
         return cls(settings, model=settings.openai_fallback_model, base_url=base_url, api_key=api_key)
 
     async def warm(self) -> bool:
-        """Open the HTTP connection (GET /models) so the first turn skips the TCP/TLS handshake.
-        Returns whether it worked; never raises."""
+        """Open the HTTP connection (GET /models) and the pool's spares, so the first turns skip the
+        TCP/TLS handshake. Returns whether it worked; never raises."""
         try:
-            await asyncio.wait_for(self.client.models.list(), WARM_TIMEOUT_SECONDS)
+            async with asyncio.timeout(WARM_TIMEOUT_SECONDS):
+                await self.client.models.list()
+                self.pool.top_up()  # and the spares, for the first replies
+                await self.pool.settled()
             return True
         except asyncio.CancelledError:
             raise
@@ -120,6 +129,7 @@ class OpenAiLlm:
     async def aclose(self) -> None:
         try:
             await self.client.close()
+            await self.pool.aclose()
         except Exception:
             log.exception("closing the OpenAI client failed")
 

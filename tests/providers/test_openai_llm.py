@@ -12,6 +12,7 @@ import pytest
 from emulators.server import EmulatorServer
 from gateway.config import Settings
 from providers.base import ProviderAuthError, ProviderError, ProviderTimeout, ToolCall
+from providers.http_pool import SPARE_CONNECTIONS, SparePool
 from providers.openai_llm import LlmTimeouts, OpenAiLlm, retry_after_seconds
 from provider_helpers import closed_port
 
@@ -158,6 +159,41 @@ async def test_warm_opens_the_connection_and_never_raises(emu: EmulatorServer) -
     assert await dead.warm() is False
     assert time.monotonic() - started < 4.0
     await dead.aclose()
+
+
+async def test_replies_find_their_connections_already_open(emu: EmulatorServer) -> None:
+    emu.config.openai.script = ["Sure."] * 40
+    llm = make_llm(emu)
+
+    async def reply() -> str:
+        return "".join([c async for c in llm.stream(MESSAGES)])  # type: ignore[misc]
+
+    try:
+        assert await llm.warm() is True
+        opened_by_requests = llm.pool.dry  # the warm-up's own GET /models
+        # The warmed connection and the spares serve this many replies at once, none of them
+        # waiting for a handshake.
+        assert await asyncio.gather(*[reply() for _ in range(1 + SPARE_CONNECTIONS)]) == ["Sure."] * 3
+        assert llm.pool.dry == opened_by_requests
+        # A bigger burst opens what it lacks, and the pool is topped up ahead of the next one.
+        burst = 2 * (1 + SPARE_CONNECTIONS)
+        await asyncio.gather(*[reply() for _ in range(burst)])
+        assert llm.pool.dry == opened_by_requests + burst - (1 + SPARE_CONNECTIONS)
+        await llm.pool.settled()
+        opened_by_requests = llm.pool.dry
+        await asyncio.gather(*[reply() for _ in range(burst + SPARE_CONNECTIONS)])
+        assert llm.pool.dry == opened_by_requests
+    finally:
+        await llm.aclose()
+
+
+async def test_spares_that_cannot_open_fail_nothing() -> None:
+    pool = SparePool(f"http://127.0.0.1:{closed_port()}/v1", connect_timeout=0.5)
+    pool()  # the session, as the transport makes it at its first request
+    pool.top_up()
+    await pool.settled()
+    assert pool.handed == 0
+    await pool.aclose()
 
 
 async def test_fallback_model_on_a_second_server(emu: EmulatorServer) -> None:
