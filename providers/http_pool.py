@@ -3,7 +3,7 @@
 Every reply is one streamed request, and a request that finds no idle connection in the pool opens
 one first: a TCP handshake on loopback costs the event loop 2-3 ms spread over several loop turns
 (measured at 100 calls: 4 % of the turns paid it, all of them in the top 5 % of the STT -> LLM hop),
-and TCP + TLS to a cloud API costs 100-300 ms. The pool grows only when a request already waits.
+and TCP + TLS to a cloud API costs 100-300 ms. aiohttp's own pool grows only when a request already waits.
 
 `SparePool` owns the aiohttp session under the OpenAI SDK's aiohttp transport. aiohttp's public
 tracing says when a request had to open a connection: the pool ran dry, so a burst is under way and

@@ -128,8 +128,8 @@ class OpenAiLlm:
 
     async def aclose(self) -> None:
         try:
+            await self.pool.aclose()  # first: a top-up under way stops before its session closes
             await self.client.close()
-            await self.pool.aclose()
         except Exception:
             log.exception("closing the OpenAI client failed")
 
