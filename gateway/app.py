@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from dialog.store import Store
 from gateway import auth, dashboard, metrics, twiml
 from gateway.call import CLOSE_BUSY, CLOSE_FORBIDDEN, CLOSE_NOT_READY, CallServices, MediaCall
 from gateway.config import Settings
+from gateway.gc_pacer import GcPacer, freeze_heap
 from gateway.logs import event as log_event, mask_number
 from gateway.security import RateLimits, SecurityMiddleware, TwilioSignatures
 from gateway.session import SessionSettings
@@ -78,6 +78,8 @@ class Gateway:
             hang_up=self.hang_up if self.twilio is not None else None, shared=self.shared,
         )
         self._load_task: asyncio.Task | None = None
+        self._gc_pacer = GcPacer(on_pause=lambda generation, seconds:
+                                 metrics.GC_PAUSE.labels(str(generation)).observe(seconds))
         self._event_tasks: set[asyncio.Task] = set()
 
     def publish_event(self, kind: str, data: dict) -> None:
@@ -125,6 +127,7 @@ class Gateway:
         await self.engines.load()
         # Synchronously, before any call can start on the readiness just gained.
         freeze_startup_heap()
+        self._gc_pacer.start()
         described = self.engines.describe()
         for role in ("stt", "llm", "tts"):
             if described[role]:
@@ -133,6 +136,7 @@ class Gateway:
         log_event(log, "engines ready" if self.engines.ready else "engines not ready", **self.engines.describe())
 
     async def shutdown(self) -> None:
+        self._gc_pacer.stop()
         if self._load_task is not None:
             self._load_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -144,13 +148,6 @@ class Gateway:
         self._store_pool.shutdown(wait=True)
 
 
-# Allocations between young-generation collections (CPython's default is 700). A young collection
-# stops the event loop for ~2 ms at 100 calls, 3-4 times a second by default; every turn whose
-# hops overlap one is that much slower. With 10,000 they are several times rarer, each a little
-# longer, and fewer short-lived objects survive into the older generations.
-GC_GEN0_THRESHOLD = 10_000
-
-
 def freeze_startup_heap() -> None:
     """Move everything alive after start-up out of the garbage collector's sight.
 
@@ -159,10 +156,7 @@ def freeze_startup_heap() -> None:
     again while the event loop waits (60-80 ms measured at 100 calls: every call in flight hears
     that as latency). Frozen objects are never collected, so this runs once, when the engines are
     loaded and before the first call, never on objects a call creates."""
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+    freeze_heap()
 
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> Starlette:

@@ -71,7 +71,7 @@ def setup_logging(level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "websockets", "httpx", "httpcore", "faster_whisper"):
+    for noisy in ("uvicorn.access", "websockets", "httpx", "httpx2", "httpcore", "faster_whisper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -44,6 +44,8 @@ TTS_FIRST_BYTE = Histogram("voicegate_tts_first_byte_seconds", "First phrase to 
                            buckets=VOICE_BUCKETS)
 VOICE_TO_VOICE = Histogram("voicegate_voice_to_voice_seconds", "End of caller speech to first reply frame sent",
                            buckets=VOICE_BUCKETS)
+GC_PAUSE = Histogram("voicegate_gc_pause_seconds", "Garbage collections run by the pacer, by generation",
+                     ["generation"], buckets=OVERHEAD_BUCKETS)
 GATEWAY_OVERHEAD = Histogram("voicegate_gateway_overhead_seconds",
                              "Voice-to-voice minus VAD wait and provider time", buckets=OVERHEAD_BUCKETS)
 

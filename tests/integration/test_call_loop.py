@@ -41,7 +41,8 @@ def test_health_readiness_and_metrics(offline_gateway):
     text = body.decode()
     for name in ("voicegate_active_calls", "voicegate_calls_total", "voicegate_turns_total",
                  "voicegate_stt_latency_seconds", "voicegate_llm_first_token_seconds",
-                 "voicegate_tts_first_byte_seconds", "voicegate_voice_to_voice_seconds", "voicegate_errors_total"):
+                 "voicegate_tts_first_byte_seconds", "voicegate_voice_to_voice_seconds", "voicegate_errors_total",
+                 "voicegate_gc_pause_seconds"):
         assert name in text
 
 
