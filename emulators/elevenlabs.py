@@ -32,6 +32,7 @@ import orjson
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from emulators.arrival import received_at
 from emulators.common import (
     EmulatorState,
     IdleTimer,
@@ -186,7 +187,7 @@ class TextToSpeechHttp:
         record = state.log.add("elevenlabs", {
             "kind": "http", "path": scope["path"], "voice_id": scope["path_params"].get("voice_id"),
             "streaming": self.streaming, "query": query, "headers": recorded_headers(scope, SECRET_HEADERS),
-            "t": now(), "body": None, "status": None, "fault": None,
+            "t": received_at(scope), "body": None, "status": None, "fault": None,
             "first_byte_at": None, "last_byte_at": None, "audio_bytes": 0,
         })
         raw = await read_body(receive)
@@ -337,7 +338,7 @@ class TtsSocket:
                         await self._error_close(1008, "invalid_api_key", "Invalid API key")
                         continue
                     authed = True
-                self._on_message(data)
+                self._on_message(data, received_at(message))
         except WebSocketDisconnect as exc:
             self.record["close_code"] = exc.code
         finally:
@@ -365,10 +366,10 @@ class TtsSocket:
 
     # -- the protocol: text in, jobs out
 
-    def _on_message(self, data: dict[str, Any]) -> None:
+    def _on_message(self, data: dict[str, Any], arrived: float) -> None:
         t = self.loop.time()
         ctx_id = (data.get("context_id") or "default") if self.multi else None
-        entry = {"t": now()}
+        entry = {"t": arrived}
         for k in ("text", "flush", "try_trigger_generation", "context_id", "close_context", "close_socket"):
             if k in data:
                 entry[k] = data[k]

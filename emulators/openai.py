@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import orjson
 
+from emulators.arrival import received_at
 from emulators.common import (
     EmulatorState,
     Receive,
@@ -133,7 +134,7 @@ class _Endpoint:
         state = state_of(scope)
         oa = state.config.openai
         record = state.log.add("openai", {
-            "path": scope["path"], "t": now(), "headers": {
+            "path": scope["path"], "t": received_at(scope), "headers": {
                 "authorization": header(scope, b"authorization") is not None,
                 "x-stainless-retry-count": header(scope, b"x-stainless-retry-count"),
                 "user-agent": header(scope, b"user-agent"),

@@ -17,6 +17,7 @@ from typing import AsyncIterator, Iterator
 import uvicorn
 
 from emulators.app import EmulatorApp, build_app
+from emulators.arrival import StampedHttpProtocol, StampedWebSocketProtocol
 from emulators.common import EmulatorState
 from emulators.config import EmulatorConfig, EmulatorLog
 
@@ -64,7 +65,7 @@ class EmulatorServer:
 def uvicorn_config(app: EmulatorApp, host: str, port: int, log_level: str = "warning") -> uvicorn.Config:
     return uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False, lifespan="off",
-        ws="websockets-sansio",
+        http=StampedHttpProtocol, ws=StampedWebSocketProtocol,  # sansio WebSockets, httptools HTTP
         ws_max_size=1 << 20,
         ws_ping_interval=None,  # Deepgram/ElevenLabs do not ping; the SDKs' own keepalives are what is tested
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,

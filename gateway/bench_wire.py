@@ -3,7 +3,9 @@
 Caller-side overhead (voice-to-voice minus the configured waits) also holds the emulators' own
 lateness and the load generator's. Here each reply is followed through the three hops it makes
 inside the gateway, each timed between two processes that stamp the same bytes on this machine's
-clock (the emulators' `time.time()`, the caller's `time.monotonic()` moved onto it):
+clock (the emulators' `time.time()`, the caller's `time.monotonic()` moved onto it). A receiver
+stamps when the bytes come off its socket (`emulators/arrival.py`, `simcaller.ArrivalStampedConnection`),
+so its own loop's later work on them is not counted:
 
 1. STT -> LLM: the Deepgram emulator sent the end-of-turn final; the LLM emulator received the request.
 2. LLM -> TTS: the LLM emulator sent the token that completes the first phrase; the ElevenLabs

@@ -74,6 +74,7 @@ import numpy as np
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 
 from audio import mulaw
 from audio.resample import resample
@@ -132,6 +133,32 @@ def _media_template(stream_sid: str) -> bytes:
 
 if _media_template("MZ%x") % (7, 6, 100, SILENCE_B64) != tp.inbound_media_message("MZ%x", SILENCE_FRAME, 7, 6, 100).encode():
     raise RuntimeError("gateway.twilio_protocol.inbound_media_message changed: update simcaller._MEDIA_TEMPLATE")
+
+
+class ArrivalStampedConnection(ClientConnection):
+    """The client connection, remembering when each message's bytes came off the socket.
+
+    `reply_arrival` and the playback clock use it: stamped when `async for` hands the message over,
+    they would also count this process's own loop lateness (100 callers share one loop), which the
+    benchmark would charge to the gateway."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrivals: deque[float] = deque()  # one per complete data message not yet read
+        self._data_at = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self._data_at = time.monotonic()
+        super().data_received(data)
+
+    def process_event(self, event) -> None:
+        super().process_event(event)
+        if isinstance(event, Frame) and event.fin and event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            self.arrivals.append(self._data_at)
+
+    def arrival(self) -> float:
+        """When the message just read arrived (now, if it was never stamped)."""
+        return self.arrivals.popleft() if self.arrivals else time.monotonic()
 
 
 # ------------------------------------------------------------------ the script
@@ -644,8 +671,9 @@ class _Call:
     async def receive_loop(self) -> None:
         playback, monotonic = self.playback, time.monotonic
         try:
+            arrival = self.ws.arrival if isinstance(self.ws, ArrivalStampedConnection) else monotonic
             async for raw in self.ws:
-                now = monotonic()
+                now = arrival()
                 self.messages_received += 1
                 try:
                     message = tp.parse(raw, max_payload_bytes=MAX_MESSAGE_BYTES)
@@ -870,6 +898,7 @@ async def run_call(
             open_timeout=max(0.1, min(CONNECT_TIMEOUT_S, deadline - time.monotonic())),
             close_timeout=CLOSE_TIMEOUT_S,
             ping_interval=None,  # Twilio does not ping; the gateway may, and pongs are automatic
+            create_connection=ArrivalStampedConnection,
         )
     except Exception as exc:  # refused, 403 on a bad signature, timeout, bad URL
         report.error = f"connect failed: {type(exc).__name__}: {exc}"

@@ -464,3 +464,26 @@ async def test_cli_speaks_with_piper_and_prints_json_lines(fake_gateway, tmp_pat
 def test_cli_rejects_a_malformed_header(capsys) -> None:
     assert simcaller.main(["--header", "novalue", "--url", "ws://127.0.0.1:9/twilio/media"]) == 1
     assert "NAME=VALUE" in capsys.readouterr().err
+
+
+async def test_messages_are_stamped_when_their_bytes_came_off_the_socket():
+    """`reply_arrival` must not count the caller's own loop lateness: the stamp is the read, not `recv`."""
+    async def burst(ws: ServerConnection) -> None:
+        for n in range(3):
+            await ws.send(f"message {n}")
+        await ws.wait_closed()
+
+    async with serve(burst, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with simcaller.connect(f"ws://127.0.0.1:{port}",
+                                     create_connection=simcaller.ArrivalStampedConnection) as ws:
+            await asyncio.sleep(0.02)  # all three are read off the socket while nobody is receiving
+            while len(ws.arrivals) < 3:
+                await asyncio.sleep(0.01)
+            time.sleep(0.1)  # this loop is late, as a loaded caller's is
+            got = [(await ws.recv(), ws.arrival(), time.monotonic()) for _ in range(3)]
+            assert [text for text, _, _ in got] == ["message 0", "message 1", "message 2"]
+            for _, arrived, handed_over in got:
+                assert handed_over - arrived >= 0.1
+            assert not ws.arrivals
+            assert ws.arrival() >= got[-1][2]  # nothing left to stamp: now
