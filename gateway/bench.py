@@ -108,6 +108,11 @@ SLIP_CALLS_LIMIT = 0.01  # share of calls whose send clock slipped (a >100 ms st
 OTHER_WORK_LIMIT_PCT = 15.0
 
 
+# The providers the gateway reaches, in the order `--spawn` starts their emulators (the first also
+# serves the log's other parts and the settings).
+EMULATOR_ROLES = ("deepgram", "openai", "elevenlabs")
+
+
 # ------------------------------------------------------------------ options
 
 
@@ -134,6 +139,7 @@ class BenchOptions:
     gateway_cpu: int | None = None
     loadgen_cpu: int | None = None
     emulators_cpu: int | None = None
+    split_emulators: bool = True  # --spawn: one emulator process per provider role
     nice: int | None = None  # nice value of everything the bench runs (negative: ahead of other work; root)
     stt_final_delay: float = DEFAULT_STT_FINAL_DELAY
     llm_first_token: float = DEFAULT_LLM_FIRST_TOKEN
@@ -203,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the generator and the spawned processes at this nice value (e.g. -15 on a shared "
                         "machine, as root) so other work does not take their CPU")
     g = p.add_argument_group("emulated providers (--spawn)")
+    g.add_argument("--one-emulator", dest="split_emulators", action="store_false",
+                   help="serve all the emulated providers from one process (default: one process per provider, "
+                        "so the Deepgram emulator's audio work does not delay the LLM and TTS emulators' stamps)")
     g.add_argument("--stt-final-delay", type=float, default=d.stt_final_delay, help="s after end of speech")
     g.add_argument("--llm-first-token", type=float, default=d.llm_first_token, help="s")
     g.add_argument("--llm-token-rate", type=float, default=d.llm_token_rate, help="tokens/s")
@@ -405,6 +414,20 @@ def histogram_quantile(before: dict[float, float], after: dict[float, float], q:
     return prev_le, int(total)
 
 
+def gc_pause_summary(before: dict[float, float], after: dict[float, float]) -> dict[str, Any] | None:
+    """The gateway's paced collections between two scrapes: how many, and the bucket the longest fell in."""
+    if not after:
+        return None
+    les = sorted(after)
+    delta = [(le, after[le] - before.get(le, 0.0)) for le in les]
+    n = int(delta[-1][1])
+    longest = next((le for le, count in delta if count >= n), None) if n else None
+    p50, _ = histogram_quantile(before, after, 0.5)
+    return {"n": n, "p50_ms": None if p50 is None else round(p50 * 1000, 2),
+            "longest_under_ms": None if longest is None or math.isinf(longest) else round(longest * 1000, 2),
+            "source": "voicegate_gc_pause_seconds bucket deltas"}
+
+
 # ------------------------------------------------------------------ processes: pinning, sampling
 
 
@@ -545,6 +568,7 @@ class Stack:
     gateway_log: Path | None = None
     emulators_log: Path | None = None
     processes: list[subprocess.Popen] = field(default_factory=list)
+    emulator_roles: dict[str, tuple[str, int]] = field(default_factory=dict)  # role -> (url, pid) when split
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
@@ -595,9 +619,9 @@ def emulator_command(port: int, opts: BenchOptions, tmp: Path) -> list[str]:
     return cmd
 
 
-def start_emulators(opts: BenchOptions, tmp: Path) -> tuple[subprocess.Popen, str, Path]:
+def start_emulators(opts: BenchOptions, tmp: Path, name: str = "emulators") -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
-    log = tmp / "emulators.log"
+    log = tmp / f"{name}.log"
     with log.open("wb") as f:
         proc = subprocess.Popen(pinned_command(emulator_command(port, opts, tmp), opts.emulators_cpu, opts.nice),
                                 cwd=ROOT,
@@ -611,7 +635,9 @@ def start_emulators(opts: BenchOptions, tmp: Path) -> tuple[subprocess.Popen, st
     return proc, url, log
 
 
-def gateway_env(port: int, tmp: Path, opts: BenchOptions, emulators_url: str) -> dict[str, str]:
+def gateway_env(port: int, tmp: Path, opts: BenchOptions, emulators_url: str,
+                role_urls: dict[str, str] | None = None) -> dict[str, str]:
+    """`role_urls`: a provider role's own emulator (`EMULATOR_ROLES`), else `emulators_url` serves it."""
     env = {k: v for k, v in os.environ.items()
            if not k.endswith(("_API_KEY", "_BASE_URL")) and not k.startswith("TWILIO_")}
     env.update({
@@ -621,12 +647,12 @@ def gateway_env(port: int, tmp: Path, opts: BenchOptions, emulators_url: str) ->
         "LATENCY_OPTIMIZATION_MODE": opts.latency_mode,
     })
     if not opts.offline:
-        ws = "ws" + emulators_url[len("http"):]
+        url = {role: (role_urls or {}).get(role, emulators_url) for role in EMULATOR_ROLES}
         env.update({
             "VOICEGATE_LOCAL_ENGINES": "0",
-            "DEEPGRAM_API_KEY": "dg-bench", "DEEPGRAM_BASE_URL": ws,
-            "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": emulators_url + "/v1",
-            "ELEVENLABS_API_KEY": "xi-bench", "ELEVENLABS_BASE_URL": emulators_url,
+            "DEEPGRAM_API_KEY": "dg-bench", "DEEPGRAM_BASE_URL": "ws" + url["deepgram"][len("http"):],
+            "OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": url["openai"] + "/v1",
+            "ELEVENLABS_API_KEY": "xi-bench", "ELEVENLABS_BASE_URL": url["elevenlabs"],
         })
     env.update(opts.gateway_env)
     return env
@@ -639,22 +665,29 @@ def spawned_stack(opts: BenchOptions) -> Iterator[Stack]:
     procs: list[subprocess.Popen] = []
     try:
         emulators_url, emulators_pid, emulators_log = "", None, None
+        roles: dict[str, tuple[str, int]] = {}
         if not opts.offline:
             emu, emulators_url, emulators_log = start_emulators(opts, tmp)
             procs.append(emu)
             emulators_pid = emu.pid
+            # The first process serves Deepgram (and the log's other parts); each other role gets its own.
+            for role in EMULATOR_ROLES[1:] if opts.split_emulators else ():
+                proc, url, _ = start_emulators(opts, tmp, name=f"emulators-{role}")
+                procs.append(proc)
+                roles[role] = (url, proc.pid)
         port = free_port()
         log = tmp / "gateway.log"
         with log.open("wb") as f:
             command = shlex.split(opts.gateway_command) or [sys.executable, "-m", "gateway", "serve"]
             gw = subprocess.Popen(pinned_command(command, opts.gateway_cpu, opts.nice),
-                                  cwd=ROOT, env=gateway_env(port, tmp, opts, emulators_url),
+                                  cwd=ROOT, env=gateway_env(port, tmp, opts, emulators_url,
+                                                            {role: url for role, (url, _) in roles.items()}),
                                   stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(gw)
         wait_http(f"http://127.0.0.1:{port}/readyz", gw, READY_TIMEOUT_S, log)
         yield Stack(url=f"ws://127.0.0.1:{port}/twilio/media", metrics_url=f"http://127.0.0.1:{port}/metrics",
                     gateway_pid=gw.pid, emulators_url=emulators_url, emulators_pid=emulators_pid,
-                    gateway_log=log, emulators_log=emulators_log, processes=procs)
+                    gateway_log=log, emulators_log=emulators_log, processes=procs, emulator_roles=roles)
     finally:
         for proc in reversed(procs):
             stop_process(proc)
@@ -849,6 +882,7 @@ class Target:
     gateway_pid: int | None
     emulators_url: str
     emulators_pid: int | None
+    emulator_roles: dict[str, tuple[str, int]] = field(default_factory=dict)  # role -> (url, pid): its own process
 
 
 def read_emulator_settings(emulators_url: str) -> dict[str, Any] | None:
@@ -859,14 +893,20 @@ def read_emulator_settings(emulators_url: str) -> dict[str, Any] | None:
     return json.loads(body) if status == 200 else None
 
 
-def read_emulator_log(emulators_url: str) -> dict | None:
+def read_emulator_log(emulators_url: str, roles: dict[str, tuple[str, int]] | None = None) -> dict | None:
     """Everything the emulators recorded (the endpointing asked for, the hop times of
-    `gateway.bench_wire`); None if unreadable."""
+    `gateway.bench_wire`); None if unreadable. A role served by its own process (`roles`) is read there."""
     try:
         status, body = http_get(emulators_url + "/_emulator/log", timeout=60)
+        if status != 200:
+            return None
+        log = json.loads(body)
+        for role, (url, _) in (roles or {}).items():
+            status, body = http_get(url + "/_emulator/log", timeout=60)
+            log[role] = json.loads(body).get(role, []) if status == 200 else []
     except OSError:
         return None
-    return json.loads(body) if status == 200 else None
+    return log
 
 
 def endpointing_from_log(log: dict | None) -> int | None:
@@ -897,7 +937,8 @@ async def bench(opts: BenchOptions, target: Target) -> dict[str, Any]:
             warm_errors.append(report.error)
     await asyncio.sleep(1.0)  # let the warm-up call's sockets close before the idle baseline
 
-    sampler = Sampler({"gateway": target.gateway_pid, "emulators": target.emulators_pid})
+    sampler = Sampler({"gateway": target.gateway_pid, "emulators": target.emulators_pid,
+                       **{f"emulators-{role}": pid for role, (_, pid) in target.emulator_roles.items()}})
     idle = sampler.snapshot("gateway")
     before = await asyncio.to_thread(scrape, target.metrics_url)
     sampler.start()
@@ -908,9 +949,14 @@ async def bench(opts: BenchOptions, target: Target) -> dict[str, Any]:
     after = await asyncio.to_thread(scrape, target.metrics_url)
     await asyncio.sleep(2.0)  # calls' provider sockets close
     settled = sampler.snapshot("gateway")
-    emulator_log = await asyncio.to_thread(read_emulator_log, target.emulators_url) if target.emulators_url else None
+    emulator_log = await asyncio.to_thread(read_emulator_log, target.emulators_url, target.emulator_roles) \
+        if target.emulators_url else None
     return build_report(opts, target, results, sampler, idle, settled, before, after, emulated,
                         endpointing_from_log(emulator_log), warm_errors, t_start, t_end, emulator_log)
+
+
+def _add(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a + b, 1)
 
 
 def _window_cpu(samples: list[tuple[float, float, int, int, int]], windows: list[tuple[float, float]],
@@ -1024,7 +1070,7 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
             stt_wait_s=(overhead_caller["end_of_speech_wait_ms"] + overhead_caller["stt_final_ms"]) / 1000,
             first_phrase_token=lambda reply: first_phrase_token(tokenize(reply), opts.first_phrase_rule))
 
-    overhead_gateway = None
+    overhead_gateway = gc_pauses = None
     if before is not None and after is not None:
         hb = parse_histogram(before, "voicegate_gateway_overhead_seconds")
         ha = parse_histogram(after, "voicegate_gateway_overhead_seconds")
@@ -1038,6 +1084,8 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
                                 # Every observation in the lowest bucket: the quantiles only say "under it".
                                 "all_in_first_bucket_ms": round(first * 1000, 3) if n and in_first >= n else None,
                                 "source": "voicegate_gateway_overhead_seconds bucket deltas"}
+        gc_pauses = gc_pause_summary(parse_histogram(before, "voicegate_gc_pause_seconds"),
+                                     parse_histogram(after, "voicegate_gc_pause_seconds"))
         vb = parse_histogram(before, "voicegate_voice_to_voice_seconds")
         va = parse_histogram(after, "voicegate_voice_to_voice_seconds")
         if va and overhead_gateway is not None:
@@ -1074,6 +1122,13 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
         steady, loaded = _window_cpu(es, windows, level)
         emulators = {"pid": target.emulators_pid, "cpu_pct_steady": steady, "cpu_pct_load": loaded,
                      "cpu_pct_max": round(max(s[1] for s in es), 1)}
+        for role, (_, pid) in target.emulator_roles.items():  # one process per role: the sum is the emulators'
+            rs = sampler.samples.get(f"emulators-{role}", [])
+            if rs:
+                r_steady, r_loaded = _window_cpu(rs, windows, level)
+                emulators[role] = {"pid": pid, "cpu_pct_steady": r_steady, "cpu_pct_load": r_loaded}
+                emulators["cpu_pct_steady"] = _add(emulators["cpu_pct_steady"], r_steady)
+                emulators["cpu_pct_load"] = _add(emulators["cpu_pct_load"], r_loaded)
 
     lags = [x for res in results for x in res.get("loop_lag_ms", [])]
     gen_cpu = [round(res["cpu_pct"], 1) for res in results if "cpu_pct" in res]
@@ -1120,6 +1175,7 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
         "overhead_caller_ms": overhead_caller,
         "overhead_gateway_ms": overhead_gateway,
         "overhead_wire_ms": overhead_wire,
+        "gc_pauses": gc_pauses,
         "barge_in_clear_ms": {**summarize(clears, (0.5, 0.95)), "barge_ins": len(barge_turns),
                               "without_clear": len(barge_turns) - len(clears)},
         "underruns": {"count": underruns, "reply_frames": int(played),
@@ -1169,6 +1225,10 @@ def format_report(r: dict[str, Any]) -> str:
         rows.append(("overhead (gateway) ms", f"p50 {_f(og['p50'], digits=2)}  p99 {_f(og['p99'], digits=2)}  "
                                               f"n={og['n']} (from /metrics"
                                               + (f"; all under its lowest bucket, {first:g} ms)" if first else ")")))
+    gp = r.get("gc_pauses")
+    if gp and gp["n"]:
+        rows.append(("gateway GC pauses", f"{gp['n']} paced collections, p50 {_f(gp['p50_ms'], digits=2)} ms, "
+                                          f"longest under {_f(gp['longest_under_ms'], digits=2)} ms (from /metrics)"))
     ow = r.get("overhead_wire_ms")
     if ow:
         lines = list(describe_wire(ow))
@@ -1217,7 +1277,8 @@ def run(opts: BenchOptions) -> dict[str, Any]:
     """One benchmark run (spawning the stack if asked); the report dict."""
     if opts.spawn:
         with spawned_stack(opts) as stack:
-            target = Target(stack.url, stack.metrics_url, stack.gateway_pid, stack.emulators_url, stack.emulators_pid)
+            target = Target(stack.url, stack.metrics_url, stack.gateway_pid, stack.emulators_url, stack.emulators_pid,
+                            stack.emulator_roles)
             return _run_loop(bench(opts, target))
     target = Target(opts.url, opts.metrics_url or default_metrics_url(opts.url), opts.gateway_pid,
                     opts.emulators_url.rstrip("/"), None)

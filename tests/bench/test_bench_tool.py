@@ -51,6 +51,12 @@ def test_bench_spawn_two_calls_two_turns(tmp_path, cloud_path):
     assert report["loadgen"]["procs"] == 2
     assert len(report["underruns"]["events"]) == min(report["underruns"]["count"], bench.UNDERRUN_EVENTS_KEPT)
     assert report["gateway"]["rss_peak_mb"] > 0
+    # One emulator process per provider: each role's log is read where it was served, so every
+    # answered turn is still followed through the gateway's three hops.
+    assert {"openai", "elevenlabs"} <= set(report["emulators"]), report["emulators"]
+    assert len({report["emulators"]["pid"], report["emulators"]["openai"]["pid"],
+                report["emulators"]["elevenlabs"]["pid"]}) == 3
+    assert report["overhead_wire_ms"]["turns_matched"] >= 3, report["overhead_wire_ms"]
     assert "voice-to-voice ms" in proc.stdout and "verdict" in proc.stdout.lower()
 
 
@@ -85,6 +91,16 @@ def test_parse_histogram_reads_the_gateway_exposition():
             'voicegate_gateway_overhead_seconds_bucket{le="+Inf"} 4.0\n'
             'voicegate_gateway_overhead_seconds_count 4.0\nvoicegate_gateway_overhead_seconds_sum 0.01\n')
     assert bench.parse_histogram(text, "voicegate_gateway_overhead_seconds") == {0.001: 3.0, float("inf"): 4.0}
+
+
+def test_gc_pause_summary_counts_the_collections_between_scrapes():
+    before = {0.001: 2, 0.005: 4, 0.01: 4, float("inf"): 4}
+    after = {0.001: 3, 0.005: 9, 0.01: 10, float("inf"): 10}  # 6 new: 1 under 1 ms, 4 in (1,5], 1 in (5,10]
+    summary = bench.gc_pause_summary(before, after)
+    assert summary["n"] == 6 and summary["longest_under_ms"] == 10.0
+    assert 1.0 < summary["p50_ms"] <= 5.0
+    assert bench.gc_pause_summary(after, after)["n"] == 0
+    assert bench.gc_pause_summary({}, {}) is None
 
 
 def test_provider_share_counts_tokens_to_the_first_phrase():
