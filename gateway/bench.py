@@ -393,11 +393,15 @@ def parse_histogram(text: str, name: str) -> dict[float, float]:
     return buckets
 
 
+def bucket_deltas(before: dict[float, float], after: dict[float, float]) -> list[tuple[float, float]]:
+    """(le, cumulative count observed between the two scrapes), by bucket bound."""
+    return [(le, after[le] - before.get(le, 0.0)) for le in sorted(after)]
+
+
 def histogram_quantile(before: dict[float, float], after: dict[float, float], q: float) -> tuple[float | None, int]:
     """q-quantile of the observations between two scrapes, interpolated inside a bucket like
     Prometheus' histogram_quantile; (value, count). Past the last finite bucket: its bound."""
-    les = sorted(after)
-    delta = [(le, after[le] - before.get(le, 0.0)) for le in les]
+    delta = bucket_deltas(before, after)
     total = delta[-1][1] if delta else 0.0
     if total <= 0:
         return None, 0
@@ -418,8 +422,7 @@ def gc_pause_summary(before: dict[float, float], after: dict[float, float]) -> d
     """The gateway's paced collections between two scrapes: how many, and the bucket the longest fell in."""
     if not after:
         return None
-    les = sorted(after)
-    delta = [(le, after[le] - before.get(le, 0.0)) for le in les]
+    delta = bucket_deltas(before, after)
     n = int(delta[-1][1])
     longest = next((le for le, count in delta if count >= n), None) if n else None
     p50, _ = histogram_quantile(before, after, 0.5)
