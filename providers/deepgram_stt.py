@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import warnings
 from collections import deque
@@ -45,7 +44,10 @@ with warnings.catch_warnings():
     from deepgram.environment import DeepgramClientEnvironment
     from deepgram.listen.v1 import client as _listen_client
     from deepgram.listen.v1 import raw_client as _listen_raw_client
-    from websockets.legacy.client import connect as _legacy_connect
+    from websockets.legacy.exceptions import InvalidStatusCode as _SdkInvalidStatus  # what the SDK catches
+
+import websockets.asyncio.client
+import websockets.exceptions
 
 from gateway.config import Settings
 from providers.base import CallInfo, ProviderAuthError, ProviderError, SttCallback, SttResult
@@ -53,13 +55,33 @@ from providers.retry import ProviderCounters, backoff_delay
 
 log = logging.getLogger("voicegate.stt.deepgram")
 
-# The SDK opens its socket with websockets' defaults, which offer permessage-deflate: zlib on every
-# 100 ms of caller audio (mu-law barely shrinks) and on every result, on both ends, for a few hundred
-# bytes a second. The SDK's own connect still builds the URL and headers and runs the handshake; only
-# the offer of compression is dropped (tests/providers/test_deepgram_stt.py checks the handshake).
+
+@contextlib.asynccontextmanager
+async def _connect(uri: str, *, extra_headers: Mapping[str, str] | None = None):
+    """The socket under the SDK's `listen.v1.connect`, which builds the URL and headers, wraps the
+    socket in its `AsyncV1SocketClient` and maps a refused handshake to `ApiError`.
+
+    Two things differ from the SDK's own `websockets.legacy.client.connect`:
+    - websockets' asyncio implementation instead of the legacy one. The legacy client reads every
+      message in a background task that hands it to `recv()` through a queue: two event-loop turns
+      between a result's bytes and its handler, each one a wait behind whatever else is ready (at
+      100 calls, the end of a turn waited there up to 2.6 ms at p99). The asyncio one parses frames
+      in `data_received` and wakes the reader once.
+    - No offer of permessage-deflate: with websockets' defaults zlib ran on every 100 ms of caller
+      audio (mu-law barely shrinks) and on every result, on both ends, for a few hundred bytes a
+      second (tests/providers/test_deepgram_stt.py checks the handshake).
+    A refused handshake is raised as the legacy exception the SDK catches, so its error mapping
+    (401 -> "invalid credentials") still runs."""
+    try:
+        conn = await websockets.asyncio.client.connect(uri, additional_headers=extra_headers, compression=None)
+    except websockets.exceptions.InvalidStatus as exc:
+        raise _SdkInvalidStatus(exc.response.status_code, exc.response.headers) from None
+    async with conn:
+        yield conn
+
+
 # (`listen.v1.connect` and its raw form each import the connect function under this name.)
-_listen_client.websockets_client_connect = _listen_raw_client.websockets_client_connect = functools.partial(
-    _legacy_connect, compression=None)
+_listen_client.websockets_client_connect = _listen_raw_client.websockets_client_connect = _connect
 
 
 def _fix_headers(client: AsyncDeepgramClient) -> None:
