@@ -23,7 +23,7 @@ from dialog.llm_responder import LlmResponder
 from dialog.machine import Conversation, DialogSettings
 from dialog.responder import Responder, RuleResponder
 from dialog.store import Store
-from gateway import auth, dashboard, metrics, twiml
+from gateway import auth, dashboard, eager_tasks, metrics, twiml
 from gateway.call import CLOSE_BUSY, CLOSE_FORBIDDEN, CLOSE_NOT_READY, CallServices, MediaCall
 from gateway.config import Settings
 from gateway.gc_pacer import GcPacer, freeze_heap
@@ -121,6 +121,8 @@ class Gateway:
         elif not settings.twilio_auth_token:
             log.warning("TWILIO_AUTH_TOKEN is not set: Twilio signatures cannot be checked (local development only)")
         await self.shared.start()
+        # The LLM request's body goes out in the loop turn that sends its headers (eager_tasks).
+        eager_tasks.install(asyncio.get_running_loop())
         self._load_task = asyncio.create_task(self._load())
 
     async def _load(self) -> None:

@@ -1,9 +1,11 @@
 """One phone call's I/O: the Media Streams socket, the provider streams, and the core between them.
 
 `MediaCall.run` reads Twilio's messages, turns them into events for the `CallSession`, and carries
-out the actions it returns: frames and marks go to an outbound queue drained by one writer task,
-utterances to the STT stream, reply requests to a reply task, sentences to a TTS worker that
-synthesizes them in order. Provider tasks feed their results back as events. Every task of the call
+out the actions it returns: frames and marks go to an outbound queue, drained by a writer task
+while it holds any; utterances to the STT stream, reply requests to a reply task, sentences to TTS
+one after another. Provider tasks feed their results back as events. The tasks a core step starts
+(writer, reply, sentence) run their first step in the same loop turn, once the step's actions are
+all carried out: no wait behind the rest of the loop between a provider's event and what it causes. Every task of the call
 is cancelled when the call ends, whatever ended it, and one call's failure never reaches another.
 """
 
@@ -19,7 +21,7 @@ from typing import Awaitable, Callable
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from dialog.responder import ReplyEnd, Responder
-from gateway import metrics
+from gateway import eager_tasks, metrics
 from gateway.events import (
     Action, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, ForwardAudio, HangUp, MarkEchoed,
     ProviderFailed, ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia, SpeechAudio, SpeechDone, StartReply,
@@ -107,15 +109,17 @@ class MediaCall:
         self.started_wall = time.time()
         self.end_reason = "closed"
         self._out: deque[str] = deque()
-        self._out_ready = asyncio.Event()
+        self._writing: asyncio.Task | None = None  # the task writing `_out` to the socket, while it has frames
         self._tasks: set[asyncio.Task] = set()
+        self._core_depth = 0  # core steps under way (one nests in another when an action feeds back)
+        self._first_steps: list[Callable[[], None]] = []  # of eager tasks (`_spawn`), run after the core step
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._stt: SttStream | None = None
         self._tts: TtsStream | None = None
         self._responder: Responder | None = None
         self._reply_task: asyncio.Task | None = None
-        self._tts_queue: asyncio.Queue[Synthesize] = asyncio.Queue()
+        self._sentences: deque[Synthesize] = deque()  # waiting for the sentence before them
         self._live_turn: int | None = None  # the reply turn whose sentences are still wanted
         self._synth_task: asyncio.Task | None = None
         self._synth_turn: int | None = None
@@ -132,7 +136,6 @@ class MediaCall:
 
     async def run(self) -> None:
         settings = self.services.settings
-        writer = self._spawn(self._writer())
         try:
             while True:
                 message = await self.ws.receive()
@@ -162,7 +165,6 @@ class MediaCall:
             metrics.ERRORS.labels("call_loop", "gateway").inc()
             self.end_reason = "error"
         finally:
-            writer.cancel()
             await self._end()
             await self._close(*self._close_with)
 
@@ -256,7 +258,6 @@ class MediaCall:
         self._stt = engines.stt.open_stream(self.info, self._on_stt_result)
         self._tts = engines.tts.open_stream(self.info)
         self._spawn(self._start_stt())
-        self._spawn(self._tts_worker())
         history = tuple(context["history"]) if context else ()
         self._feed(CallStarted(self.loop.time(), call_sid, msg.stream_sid, params, history=history,
                                resume=context is not None))
@@ -298,7 +299,17 @@ class MediaCall:
         self._core(self.session.handle, event)
 
     def _core(self, step: Callable[..., list[Action]], *args: object) -> None:
-        """One step of the core (`handle`, or `audio` for an inbound frame), then its actions."""
+        """One step of the core (`handle`, or `audio` for an inbound frame), then its actions; then
+        the first steps of the tasks they started (`_spawn(eager=True)`)."""
+        self._core_depth += 1
+        try:
+            self._core_step(step, *args)
+        finally:
+            self._core_depth -= 1
+        if self._first_steps and not self._core_depth:
+            self._run_first_steps()
+
+    def _core_step(self, step: Callable[..., list[Action]], *args: object) -> None:
         try:
             actions = step(*args)
         except Exception:  # a core bug: log it with the call's ids and keep the call's other parts going
@@ -347,7 +358,9 @@ class MediaCall:
                     if self._stt is not None:
                         self._stt.end_of_speech(action.audio)
                 case Synthesize():
-                    self._tts_queue.put_nowait(action)
+                    self._sentences.append(action)
+                    if self._synth_task is None:
+                        self._next_sentence()
                 case StartReply():
                     self._start_reply(action)
                 case CancelReply():
@@ -366,15 +379,19 @@ class MediaCall:
                 self._spawn(self._close(CLOSE_SLOW_CONSUMER, "not reading"))
             return
         self._out.append(message)
-        self._out_ready.set()
+        if self._writing is None and not self._closing:
+            # Started eagerly: the frames of this core step leave in this loop turn, not the next.
+            self._writing = self._spawn(self._write_out(), eager=True)
+            if not self._core_depth:
+                self._run_first_steps()
 
-    async def _writer(self) -> None:
+    async def _write_out(self) -> None:
         ws = self.ws
-        while True:
-            await self._out_ready.wait()
-            self._out_ready.clear()
+        try:
             while self._out:
                 await ws.send_text(self._out.popleft())
+        finally:
+            self._writing = None
 
     # ------------------------------------------------------------------ replies
 
@@ -382,7 +399,7 @@ class MediaCall:
         if self._reply_task is not None:
             self._reply_task.cancel()
         self._live_turn = action.turn_id
-        self._reply_task = self._spawn(self._run_reply(action))
+        self._reply_task = self._spawn(self._run_reply(action), eager=True)  # the LLM request goes out now
 
     async def _run_reply(self, action: StartReply) -> None:
         turn = action.turn_id
@@ -411,22 +428,26 @@ class MediaCall:
         if action.rollback and self._responder is not None:
             self._responder.rollback(action.turn_id)
 
-    async def _tts_worker(self) -> None:
-        """Synthesize sentences one after another, so their audio reaches the pacer in order."""
-        while True:
-            item = await self._tts_queue.get()
-            if item.turn_id != self._live_turn:
-                continue  # the reply was cancelled while this sentence waited
-            self._synth_turn = item.turn_id
-            self._synth_task = asyncio.ensure_future(self._synthesize(item))
-            try:
-                await self._synth_task
-            except asyncio.CancelledError:
-                if asyncio.current_task().cancelling():
-                    raise  # the worker itself is being cancelled (call end), not just this sentence
-            finally:
-                self._synth_task = None
-                self._synth_turn = None
+    def _next_sentence(self) -> None:
+        """Synthesize the next waiting sentence of the live reply. One at a time, so their audio
+        reaches the pacer in order; each starts at once, not a loop turn later."""
+        while self._sentences:
+            item = self._sentences.popleft()
+            if item.turn_id == self._live_turn:  # else the reply was cancelled while it waited
+                break
+        else:
+            return
+        self._synth_turn = item.turn_id
+        self._synth_task = self._spawn(self._synthesize(item), eager=True)
+        self._synth_task.add_done_callback(self._sentence_done)
+
+    def _sentence_done(self, task: asyncio.Task) -> None:
+        if task is not self._synth_task:
+            return
+        self._synth_task = self._synth_turn = None
+        if not self._closing:
+            self._next_sentence()
+            self._run_first_steps()
 
     async def _synthesize(self, item: Synthesize) -> None:
         try:
@@ -533,11 +554,23 @@ class MediaCall:
             except Exception:  # already gone, or not reading
                 pass
 
-    def _spawn(self, coro) -> asyncio.Task:
-        task = self.loop.create_task(coro)
+    def _spawn(self, coro, *, eager: bool = False) -> asyncio.Task:
+        """A task of the call. An eager one runs its first step in this loop turn, not the next, once
+        the core step under way has carried out all its actions (outside a core step: when the
+        caller runs `_run_first_steps`). A first step can feed the core again (a cached reply is
+        there at once) and must not do so in the middle of them, nor before its task is recorded."""
+        if eager:
+            task, first_step = eager_tasks.prepare(coro, loop=self.loop)
+            self._first_steps.append(first_step)
+        else:
+            task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
+
+    def _run_first_steps(self) -> None:
+        while self._first_steps:
+            self._first_steps.pop(0)()
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
