@@ -109,7 +109,7 @@ class MediaCall:
         self.started_wall = time.time()
         self.end_reason = "closed"
         self._out: deque[str] = deque()
-        self._writing: asyncio.Task | None = None  # the task writing `_out` to the socket, while it has frames
+        self._writing: asyncio.Task | None = None  # a send that had to wait, while it waits (`_write_out`)
         self._tasks: set[asyncio.Task] = set()
         self._core_depth = 0  # core steps under way (one nests in another when an action feeds back)
         self._first_steps: list[Callable[[], None]] = []  # of eager tasks (`_spawn`), run after the core step
@@ -299,15 +299,19 @@ class MediaCall:
         self._core(self.session.handle, event)
 
     def _core(self, step: Callable[..., list[Action]], *args: object) -> None:
-        """One step of the core (`handle`, or `audio` for an inbound frame), then its actions; then
-        the first steps of the tasks they started (`_spawn(eager=True)`)."""
+        """One step of the core (`handle`, or `audio` for an inbound frame), then its actions; then,
+        in the same loop turn, the frames they queued go out and the tasks they started take their
+        first step (`_spawn(eager=True)`)."""
         self._core_depth += 1
         try:
             self._core_step(step, *args)
         finally:
             self._core_depth -= 1
-        if self._first_steps and not self._core_depth:
-            self._run_first_steps()
+        if not self._core_depth:
+            if self._out and self._writing is None:
+                self._write_out()
+            if self._first_steps:
+                self._run_first_steps()
 
     def _core_step(self, step: Callable[..., list[Action]], *args: object) -> None:
         try:
@@ -379,19 +383,33 @@ class MediaCall:
                 self._spawn(self._close(CLOSE_SLOW_CONSUMER, "not reading"))
             return
         self._out.append(message)
-        if self._writing is None and not self._closing:
-            # Started eagerly: the frames of this core step leave in this loop turn, not the next.
-            self._writing = self._spawn(self._write_out(), eager=True)
-            if not self._core_depth:
-                self._run_first_steps()
+        if not self._core_depth and self._writing is None:
+            self._write_out()  # else when the core step is done, with the rest of its frames
 
-    async def _write_out(self) -> None:
-        ws = self.ws
-        try:
-            while self._out:
-                await ws.send_text(self._out.popleft())
-        finally:
-            self._writing = None
+    def _write_out(self) -> None:
+        """Write the queued frames now, in this loop turn: a writer task woken for them would first
+        wait behind everything else ready in the loop. A send that must wait (the socket's buffer is
+        full) is carried on by a task; the frames behind it go when it is done."""
+        out, send = self._out, self.ws.send_text
+        while out and self._writing is None and not self._closing:
+            sending = send(out.popleft())
+            try:
+                waits_on = sending.send(None)
+            except StopIteration:
+                continue
+            except Exception as exc:  # the socket is gone: the receive loop ends the call
+                sending.close()
+                self._report_failure(exc)
+                return
+            self._writing = task = eager_tasks.adopt(sending, waits_on, loop=self.loop)
+            self._tasks.add(task)
+            task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task) -> None:
+        self._task_done(task)
+        self._writing = None
+        if not task.cancelled() and task.exception() is None:
+            self._write_out()
 
     # ------------------------------------------------------------------ replies
 
@@ -575,8 +593,11 @@ class MediaCall:
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("call task failed", exc_info=task.exception())
-            metrics.ERRORS.labels("task", "gateway").inc()
+            self._report_failure(task.exception())
+
+    def _report_failure(self, exc: BaseException) -> None:
+        log.error("call task failed", exc_info=exc)
+        metrics.ERRORS.labels("task", "gateway").inc()
 
     async def _end(self) -> None:
         self._closing = True

@@ -72,6 +72,18 @@ def prepare(coro: Coroutine[Any, Any, Any], *, loop: asyncio.AbstractEventLoop |
     return task, first_step
 
 
+def adopt(coro: Coroutine[Any, Any, Any], waits_on: Any, *, loop: asyncio.AbstractEventLoop | None = None
+          ) -> asyncio.Task:
+    """A task that carries on `coro`, whose first step the caller ran itself (`coro.send(None)`,
+    outside any task) and which now waits on `waits_on`, what that step yielded. For a coroutine that
+    usually finishes in its first step, where even an eager task would be wasted (a frame written to
+    a socket with room for it), and only sometimes has to wait."""
+    started = _Started(coro)
+    started.started = True
+    started._outcome = (_YIELDED, waits_on)
+    return asyncio.Task(started, loop=loop or asyncio.get_running_loop())
+
+
 def eager_factory(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], *,
                   context: contextvars.Context | None = None, **kwargs: Any) -> asyncio.Task:
     """A loop task factory that starts the coroutines in `EAGER_CODES` eagerly and the rest as usual."""

@@ -46,21 +46,24 @@ class Records:
 
     application_state = WebSocketState.CONNECTED
 
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
     async def send_text(self, text: str) -> None:
-        pass
+        self.sent.append(text)
 
     async def close(self, code: int, reason: str = "") -> None:
         pass
 
 
 class FirstStepResponder:
-    """Notes what the call had queued when the reply's first step ran, then waits (as for the LLM)."""
+    """Notes what the call had sent when the reply's first step ran, then waits (as for the LLM)."""
 
     def __init__(self) -> None:
         self.saw: list[str] | None = None
 
     async def reply(self, request):
-        self.saw = list(self.call._out)
+        self.saw = list(self.call.ws.sent)
         await asyncio.Event().wait()
         yield ""
 
@@ -84,3 +87,34 @@ async def test_a_reply_starts_in_the_loop_turn_that_asked_for_it_after_all_that_
     for task in list(call._tasks):
         task.cancel()
     await asyncio.gather(*call._tasks, return_exceptions=True)
+
+
+class SlowSocket(Records):
+    """A WebSocket whose buffer is full for the first frame: that send waits until `room` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.room = asyncio.Event()
+
+    async def send_text(self, text: str) -> None:
+        if not self.sent and not self.room.is_set():
+            await self.room.wait()
+        self.sent.append(text)
+
+
+async def test_frames_go_out_in_the_turn_they_are_queued_and_in_order_when_a_send_must_wait():
+    services = CallServices(settings=Settings(), engines=None, make_responder=lambda call, snapshot=None: None)
+    call = MediaCall(Records(), services, SessionSettings())
+    call._core(lambda _event: [SendMark("one"), SendMark("two")], None)
+    assert [("one" in f, "two" in f) for f in call.ws.sent] == [(True, False), (False, True)]  # no loop turn
+
+    slow = MediaCall(SlowSocket(), services, SessionSettings())
+    slow._core(lambda _event: [SendMark("first"), SendMark("second")], None)
+    slow._core(lambda _event: [SendMark("third")], None)
+    assert slow.ws.sent == [] and len(slow._out) == 2  # the first send waits; the others queue behind it
+    slow.ws.room.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [name for f in slow.ws.sent for name in ("first", "second", "third") if name in f] == \
+        ["first", "second", "third"]
+    assert not slow._tasks and slow._writing is None

@@ -154,3 +154,17 @@ async def test_aiohttp_writes_a_request_body_in_the_turn_it_sends_the_headers():
 
 def test_the_factory_knows_aiohttps_body_writer():
     assert aiohttp.client_reqrep.ClientRequest.write_bytes.__code__ in eager_tasks.EAGER_CODES
+
+
+async def test_adopt_carries_on_a_coroutine_whose_first_step_ran_outside_any_task():
+    room = asyncio.get_running_loop().create_future()
+
+    async def send():
+        value = await room
+        return f"sent after {value}"
+
+    sending = send()
+    waits_on = sending.send(None)  # what a caller does to write without a task when there is room
+    task = eager_tasks.adopt(sending, waits_on)
+    room.set_result("the buffer drained")
+    assert await task == "sent after the buffer drained"
