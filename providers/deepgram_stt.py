@@ -30,7 +30,7 @@ import logging
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import orjson
@@ -48,6 +48,7 @@ with warnings.catch_warnings():
 
 import websockets.asyncio.client
 import websockets.exceptions
+from websockets.frames import Frame, Opcode
 
 from gateway.config import Settings
 from providers.base import CallInfo, ProviderAuthError, ProviderError, SttCallback, SttResult
@@ -73,11 +74,37 @@ async def _connect(uri: str, *, extra_headers: Mapping[str, str] | None = None):
     A refused handshake is raised as the legacy exception the SDK catches, so its error mapping
     (401 -> "invalid credentials") still runs."""
     try:
-        conn = await websockets.asyncio.client.connect(uri, additional_headers=extra_headers, compression=None)
+        conn = await websockets.asyncio.client.connect(uri, additional_headers=extra_headers, compression=None,
+                                                       create_connection=DispatchingConnection)
     except websockets.exceptions.InvalidStatus as exc:
         raise _SdkInvalidStatus(exc.response.status_code, exc.response.headers) from None
     async with conn:
         yield conn
+
+
+class DispatchingConnection(websockets.asyncio.client.ClientConnection):
+    """A client socket that hands each text message to `on_text` as its bytes are parsed, in
+    `data_received`, once one is set. Read through `recv()`, a Deepgram final would wait a loop turn
+    for the reader task to wake, behind everything else ready; this way the LLM request for the turn
+    goes out in the turn its transcript arrived. A message in fragments, and anything while one is
+    being reassembled, still goes through `recv()`, in order."""
+
+    on_text: Callable[[str], None] | None = None
+    _fragmented = False
+
+    def process_event(self, event: Any) -> None:
+        if isinstance(event, Frame) and self.response is not None:
+            if self.on_text is not None and event.opcode is Opcode.TEXT and event.fin and not self._fragmented:
+                try:
+                    text = event.data.decode()
+                except UnicodeDecodeError:
+                    pass  # recv() raises it, as for any peer sending invalid UTF-8
+                else:
+                    self.on_text(text)
+                    return
+            if event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                self._fragmented = not event.fin
+        super().process_event(event)
 
 
 # (`listen.v1.connect` and its raw form each import the connect function under this name.)
@@ -474,16 +501,27 @@ class DeepgramStream:
         # The SDK socket's own connection, read as text: the SDK builds a pydantic model per message
         # (2 % of the gateway's CPU at 100 calls), where three fields of a dict are all we read.
         source = getattr(conn, "_websocket", None) or conn
+        if isinstance(source, DispatchingConnection):
+            source.on_text = self._on_message  # most messages: handled as they arrive
         try:
-            async for message in source:
-                self._last_message_at = asyncio.get_running_loop().time()
-                self._audio_since_message = 0
-                self._handle(message)
+            async for message in source:  # the rest, and the end of the socket
+                self._on_message(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # ConnectionClosedError and friends: the socket died
             code = getattr(getattr(exc, "rcvd", None), "code", None)
             raise _Dropped(f"socket lost ({type(exc).__name__}{f', code {code}' if code else ''})") from None
+        finally:
+            if isinstance(source, DispatchingConnection):
+                source.on_text = None  # this stream is done with the socket
+
+    def _on_message(self, message: Any) -> None:
+        self._last_message_at = asyncio.get_running_loop().time()
+        self._audio_since_message = 0
+        try:
+            self._handle(message)
+        except Exception:  # a malformed result must not take the socket (or its data_received) down
+            log.exception("Deepgram message handling failed (call %s)", self._call.call_sid)
 
     async def _send(self, conn: Any) -> None:
         loop = asyncio.get_running_loop()

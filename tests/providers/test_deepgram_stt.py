@@ -276,3 +276,33 @@ async def test_an_unanswered_finalize_after_speech_final_is_not_a_stall(emu: Emu
     await stream.close()
     assert len(emu.log.deepgram) == 1 and stream.reconnects == 0
     assert len(emu.log.deepgram[0]["finalizes"]) == 1
+
+
+async def test_text_messages_are_handed_over_as_they_are_parsed_and_fragments_keep_their_order():
+    """A Deepgram result reaches its handler in `data_received`, without a loop turn for a reader
+    task; a message in fragments (and whatever follows it until it is whole) still goes in order
+    through recv()."""
+    from websockets.client import ClientProtocol
+    from websockets.frames import Frame, Opcode
+    from websockets.uri import parse_uri
+
+    from providers.deepgram_stt import DispatchingConnection
+
+    class Transport(asyncio.Transport):
+        def set_write_buffer_limits(self, high=None, low=None):
+            pass
+
+    conn = DispatchingConnection(ClientProtocol(parse_uri("ws://127.0.0.1:1/v1/listen")))
+    conn.connection_made(Transport())
+    conn.response = object()  # past the handshake
+    handed: list[str] = []
+    conn.process_event(Frame(Opcode.TEXT, b'{"type": "Results"}'))  # no handler yet: queued
+    conn.on_text = handed.append
+    conn.process_event(Frame(Opcode.TEXT, b'{"type": "UtteranceEnd"}'))
+    assert handed == ['{"type": "UtteranceEnd"}']
+    conn.process_event(Frame(Opcode.TEXT, b'{"type": "Meta', fin=False))
+    conn.process_event(Frame(Opcode.CONT, b'data"}', fin=True))
+    conn.process_event(Frame(Opcode.TEXT, b'{"type": "SpeechStarted"}'))
+    assert handed == ['{"type": "UtteranceEnd"}', '{"type": "SpeechStarted"}']
+    assert await conn.recv() == '{"type": "Results"}'
+    assert await conn.recv() == '{"type": "Metadata"}'
