@@ -1,14 +1,17 @@
-"""The call driver's own defences, with a fake socket: a peer that never reads is closed, not buffered."""
+"""The call driver with a fake socket: its defences (a peer that never reads is closed, not buffered), and
+when and how its frames and tasks go out."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 
 from starlette.websockets import WebSocketState
 
-from gateway.call import CLOSE_SLOW_CONSUMER, MAX_OUTBOUND_BACKLOG, CallServices, MediaCall
+from gateway.call import CLOSE_SLOW_CONSUMER, MAX_OUTBOUND_BACKLOG, MEDIA_FRAMES_PER_MESSAGE, CallServices, MediaCall
 from gateway.config import Settings
-from gateway.events import SendMark, StartReply
+from gateway.events import SendMark, SendMedia, StartReply
 from gateway.session import SessionSettings
 
 
@@ -118,3 +121,21 @@ async def test_frames_go_out_in_the_turn_they_are_queued_and_in_order_when_a_sen
     assert [name for f in slow.ws.sent for name in ("first", "second", "third") if name in f] == \
         ["first", "second", "third"]
     assert not slow._tasks and slow._writing is None
+
+
+async def test_the_frames_of_one_core_step_go_out_as_one_media_message_marks_in_place():
+    services = CallServices(settings=Settings(), engines=None, make_responder=lambda call, snapshot=None: None)
+    call = MediaCall(Records(), services, SessionSettings())
+    frames = [bytes([n]) * 160 for n in range(4)]
+    call._core(lambda _event: [SendMedia(frames[0]), SendMedia(frames[1]), SendMark("m"),
+                               SendMedia(frames[2]), SendMedia(frames[3])], None)
+    sent = [json.loads(text) for text in call.ws.sent]
+    assert [m["event"] for m in sent] == ["media", "mark", "media"]
+    assert base64.b64decode(sent[0]["media"]["payload"]) == frames[0] + frames[1]
+    assert base64.b64decode(sent[2]["media"]["payload"]) == frames[2] + frames[3]
+    assert call._frames_out == 4  # still counted in 20 ms frames
+
+    many = [SendMedia(b"\xff" * 160)] * (MEDIA_FRAMES_PER_MESSAGE + 1)
+    call._core(lambda _event: many, None)
+    assert [len(base64.b64decode(json.loads(t)["media"]["payload"])) for t in call.ws.sent[3:]] == \
+        [160 * MEDIA_FRAMES_PER_MESSAGE, 160]  # a message holds at most MEDIA_FRAMES_PER_MESSAGE
