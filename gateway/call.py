@@ -1,12 +1,13 @@
 """One phone call's I/O: the Media Streams socket, the provider streams, and the core between them.
 
 `MediaCall.run` reads Twilio's messages, turns them into events for the `CallSession`, and carries
-out the actions it returns: frames and marks go to an outbound queue, drained by a writer task
-while it holds any; utterances to the STT stream, reply requests to a reply task, sentences to TTS
-one after another. Provider tasks feed their results back as events. The tasks a core step starts
-(writer, reply, sentence) run their first step in the same loop turn, once the step's actions are
-all carried out: no wait behind the rest of the loop between a provider's event and what it causes. Every task of the call
-is cancelled when the call ends, whatever ended it, and one call's failure never reaches another.
+out the actions it returns: frames and marks go to the socket, utterances to the STT stream, reply
+requests to a reply task, sentences to TTS one after another. Provider tasks feed their results back
+as events. What a core step asks for happens in the same loop turn, once all its actions are carried
+out: its frames are written (a task only carries on a send that has to wait) and the tasks it starts
+take their first step (`eager_tasks`), so nothing waits behind the rest of the loop between a
+provider's event and what it causes. Every task of the call is cancelled when the call ends,
+whatever ended it, and one call's failure never reaches another.
 """
 
 from __future__ import annotations
