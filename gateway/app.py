@@ -128,9 +128,10 @@ class Gateway:
     async def _load(self) -> None:
         await self.engines.load()
         # Synchronously, before any call can start on the readiness just gained. The SDKs' modules and
-        # pydantic schemas and the loaded engines live as long as the process: hundreds of thousands of objects every full collection would walk again while the event loop
-        # waits (60-80 ms measured at 100 calls). Frozen, they are never walked, nor ever collected, so
-        # this runs once, before the first call creates anything.
+        # pydantic schemas and the loaded engines live as long as the process: hundreds of thousands of
+        # objects every full collection would walk again while the event loop waits (60-80 ms measured
+        # at 100 calls). Frozen, they are never walked, nor ever collected, so this runs once, before
+        # the first call creates anything.
         freeze_heap()
         self._gc_pacer.start()
         described = self.engines.describe()

@@ -74,7 +74,7 @@ import numpy as np
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
+from websockets.frames import DATA_OPCODES, Frame
 
 from audio import mulaw
 from audio.resample import resample
@@ -153,7 +153,7 @@ class ArrivalStampedConnection(ClientConnection):
 
     def process_event(self, event) -> None:
         super().process_event(event)
-        if isinstance(event, Frame) and event.fin and event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+        if isinstance(event, Frame) and event.fin and event.opcode in DATA_OPCODES:
             self.arrivals.append(self._data_at)
 
     def arrival(self) -> float:

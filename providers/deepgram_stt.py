@@ -48,7 +48,7 @@ with warnings.catch_warnings():
 
 import websockets.asyncio.client
 import websockets.exceptions
-from websockets.frames import Frame, Opcode
+from websockets.frames import DATA_OPCODES, Frame, Opcode
 
 from gateway.config import Settings
 from providers.base import CallInfo, ProviderAuthError, ProviderError, SttCallback, SttResult
@@ -102,7 +102,7 @@ class DispatchingConnection(websockets.asyncio.client.ClientConnection):
                 else:
                     self.on_text(text)
                     return
-            if event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            if event.opcode in DATA_OPCODES:
                 self._fragmented = not event.fin
         super().process_event(event)
 
