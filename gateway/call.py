@@ -13,6 +13,7 @@ whatever ended it, and one call's failure never reaches another.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -23,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from dialog.responder import ReplyEnd, Responder
 from gateway import eager_tasks, metrics
+from gateway.direct_receive import DIRECT_RECEIVE
 from gateway.events import (
     Action, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, ForwardAudio, HangUp, MarkEchoed,
     ProviderFailed, ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia, SpeechAudio, SpeechDone, StartReply,
@@ -132,6 +134,7 @@ class MediaCall:
         self._closing = False  # the call is ending: no new timers, no new sends
         self._closed = False  # the close frame has been sent
         self._close_with = (CLOSE_NORMAL, "call ended")  # the code `run` closes with when the call ends
+        self._direct_done: asyncio.Future | None = None  # the direct handler's last message (`_receive_directly`)
         self._inbound = InboundAudioBudget()
         self._protocol_errors = 0
         self._frames_in = self._frames_out = 0  # counted here, added to the metrics in batches
@@ -140,27 +143,14 @@ class MediaCall:
     # ------------------------------------------------------------------ socket loop
 
     async def run(self) -> None:
-        settings = self.services.settings
         try:
             while True:
-                message = await self.ws.receive()
-                kind = message["type"]
-                if kind == "websocket.disconnect":
-                    self.end_reason = "closed" if self.end_reason == "closed" else self.end_reason
-                    break
-                raw = message.get("text")
-                if raw is None:
-                    metrics.PROTOCOL_ERRORS.labels("binary_frame").inc()
-                    continue  # Twilio sends text only; a binary frame is noise, not a reason to drop the call
-                if len(raw) > settings.max_message_bytes:
-                    metrics.PROTOCOL_ERRORS.labels("message_too_large").inc()
-                    log_event(log, "message too large: closing", logging.WARNING, size=len(raw))
-                    self.end_reason = "protocol"
-                    await self._close(CLOSE_TOO_BIG, "message too large")
-                    break
-                result = self._on_message(raw)
+                result = self._take(await self.ws.receive())
                 if result is None:  # a `start`: it loads the conversation to resume, if any
                     result = await self._on_start(self._pending_start)
+                    if result and self._receive_directly():
+                        await self._direct_done  # until the handler's last message
+                        break
                 if not result:
                     break
         except WebSocketDisconnect:
@@ -172,6 +162,47 @@ class MediaCall:
         finally:
             await self._end()
             await self._close(*self._close_with)
+
+    def _receive_directly(self) -> bool:
+        """Once the call is up, take the socket's messages as they arrive (`gateway.direct_receive`),
+        not a loop turn later through `receive()`. False when the server cannot (another server)."""
+        install = self.ws.scope.get("extensions", {}).get(DIRECT_RECEIVE)
+        if install is None:
+            return False
+        self._direct_done = self.loop.create_future()
+        context = contextvars.copy_context()  # the call's log ids, for what the handler logs or starts
+        install(lambda message: context.run(self._take_directly, message))
+        return True
+
+    def _take_directly(self, message: dict) -> bool:
+        try:
+            result = self._take(message)
+        except Exception:  # as in `run`: this call ends, the protocol and the process go on
+            log.exception("call loop failed")
+            metrics.ERRORS.labels("call_loop", "gateway").inc()
+            self.end_reason = "error"
+            result = False
+        if result:
+            return True
+        if not self._direct_done.done():
+            self._direct_done.set_result(None)
+        return False
+
+    def _take(self, message: dict) -> bool | None:
+        """One message from the socket. False ends the call; None means a `start` to handle (async)."""
+        if message["type"] == "websocket.disconnect":
+            return False
+        raw = message.get("text")
+        if raw is None:
+            metrics.PROTOCOL_ERRORS.labels("binary_frame").inc()
+            return True  # Twilio sends text only; a binary frame is noise, not a reason to drop the call
+        if len(raw) > self.services.settings.max_message_bytes:
+            metrics.PROTOCOL_ERRORS.labels("message_too_large").inc()
+            log_event(log, "message too large: closing", logging.WARNING, size=len(raw))
+            self.end_reason = "protocol"
+            self._close_with = (CLOSE_TOO_BIG, "message too large")
+            return False
+        return self._on_message(raw)
 
     def _on_message(self, raw: str) -> bool | None:
         """Handle one inbound frame. False ends the call; None means a `start` to handle (async)."""
