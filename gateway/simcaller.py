@@ -75,6 +75,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import DATA_OPCODES, Frame
+from websockets.protocol import State
 
 from audio import mulaw
 from audio.resample import resample
@@ -119,7 +120,7 @@ SILENCE_B64 = b64encode(SILENCE_FRAME)
 
 # `twilio_protocol.inbound_media_message` as a bytes template with the stream id baked in per
 # call: the payload's base64 is computed once per utterance, so a frame costs one %-format and no
-# str->bytes copy (sent as a text frame with `text=True`). The import-time check below keeps the
+# str->bytes copy (sent as a text frame, `send_now`). The import-time check below keeps the
 # two byte-identical.
 _MEDIA_TEMPLATE = (
     '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
@@ -159,6 +160,23 @@ class ArrivalStampedConnection(ClientConnection):
     def arrival(self) -> float:
         """When the message just read arrived (now, if it was never stamped)."""
         return self.arrivals.popleft() if self.arrivals else time.monotonic()
+
+
+def send_now(ws: ClientConnection, message: bytes | str) -> bool:
+    """Send a text message in this call, without a coroutine, when `ws.send` would not have to wait:
+    the socket open, its buffer below the high-water mark, no fragmented send under way. The same two
+    steps `send` takes inside its context (frame the message, write it out); False (nothing sent)
+    when any of that does not hold, and the caller awaits `send`, which waits or raises as it should.
+
+    100 callers send 5,000 frames a second from one process: a coroutine, an async context manager
+    and a drain per frame were a large share of that process's core, which it shares with the
+    emulators whose arrival stamps time the gateway."""
+    if ws.protocol.state is not State.OPEN or ws.paused or ws.send_in_progress is not None \
+            or ws.transport.is_closing():
+        return False
+    ws.protocol.send_text(message if isinstance(message, bytes) else message.encode())
+    ws.send_data()
+    return True
 
 
 # ------------------------------------------------------------------ the script
@@ -584,6 +602,14 @@ class _Call:
         self.clock_slip_s = 0.0
         self.max_lag_s = 0.0
         self.close_code: int | None = None
+        # The sender runs from timer callbacks (`_send_due`), not a task: its clock and next wake-up.
+        self._clock = 0.0  # call_start, moved on by clock slips
+        self._frames = 0  # frames sent on that clock
+        self._wake: asyncio.TimerHandle | None = None
+        # Messages waiting behind one `send_now` could not take, and the task that sends them.
+        self._backlog: deque[bytes | str] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self._sending: asyncio.Future[None] | None = None  # `send_loop`'s: done when the socket closes
 
     # --- outbound
 
@@ -601,57 +627,104 @@ class _Call:
         self.seq += 1
         await self.ws.send(tp.stop_message(self.stream_sid, self.call_sid, self.seq))
 
-    async def _echo(self, names: list[str]) -> None:
+    def _send(self, message: bytes | str) -> None:
+        """Send now if the socket takes it (`send_now`), else after what already waits, from a task."""
+        if not self._backlog:
+            try:
+                if send_now(self.ws, message):
+                    return
+            except Exception as exc:  # the socket broke under the write: the sender's end
+                self._stop_sending(exc)
+                return
+        self._backlog.append(message)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._backlog:
+                await self.ws.send(self._backlog[0], text=True)
+                self._backlog.popleft()
+        except Exception as exc:
+            self._stop_sending(exc)
+            return
+        finally:
+            self._flusher = None
+        self._send_due()  # frames that fell due while it waited
+
+    def _stop_sending(self, exc: Exception) -> None:
+        """The socket closed (the sender's normal end) or broke under a send (reported as its failure)."""
+        done = self._sending
+        if done is not None and not done.done():
+            if isinstance(exc, ConnectionClosed):
+                done.set_result(None)
+            else:
+                done.set_exception(exc)
+
+    def _echo(self, names: list[str]) -> None:
         for name in names:
             self.seq += 1
             self.marks_echoed.append(name)
             self.mark_echo_times.append(time.monotonic())
-            await self.ws.send(tp.mark_echo_message(self.stream_sid, name, self.seq))
+            self._send(tp.mark_echo_message(self.stream_sid, name, self.seq))
 
     async def send_loop(self) -> None:
-        """One frame per 20 ms of the clock `call_start + n * 20 ms`; mark echoes in between."""
-        ws, playback, monotonic = self.ws, self.playback, time.monotonic
-        t0 = self.call_start
-        n = 0
+        """One frame per 20 ms of the clock `call_start + n * 20 ms`, mark echoes in between, until
+        the socket closes. Each wake-up is a timer callback (`_send_due`) rather than a task's:
+        5,000 task wake-ups a second at 100 calls cost the load generator more than its sends."""
+        self._sending = asyncio.get_running_loop().create_future()
+        self._clock, self._frames = self.call_start, 0
+        self._send_due()
         try:
-            while True:
-                now = monotonic()
-                frame_due = t0 + n * FRAME_S
-                wake = frame_due
-                mark_due = playback.next_mark_due()
-                if mark_due is not None and mark_due < wake:
-                    wake = mark_due
-                if wake > now:
-                    await asyncio.sleep(wake - now)
-                    now = monotonic()
-                if mark_due is not None and mark_due <= now:
-                    await self._echo(playback.advance(now))
-                lag = now - frame_due
-                if lag < 0:
-                    continue
-                if lag > MAX_CATCHUP_S:
-                    slip = lag - MAX_CATCHUP_S
-                    t0 += slip
-                    self.clock_slip_s += slip
-                    lag = MAX_CATCHUP_S
-                if lag > self.max_lag_s:
-                    self.max_lag_s = lag
-                while t0 + n * FRAME_S <= now:
-                    utt = self._utt
-                    if utt:
-                        pos = self._utt_pos
-                        payload = utt[pos]
-                        self._utt_pos = pos + 1
-                    else:
-                        payload = SILENCE_B64
-                    self.seq += 1
-                    self.chunk += 1
-                    await ws.send(self.template % (self.seq, self.chunk, (self.chunk - 1) * FRAME_MS, payload), text=True)
-                    n += 1
-                    if utt:
-                        self._utterance_progress(pos, len(utt), monotonic())
-        except ConnectionClosed:
+            await self._sending
+        finally:
+            if self._wake is not None:
+                self._wake.cancel()
+            if self._flusher is not None:
+                self._flusher.cancel()
+
+    def _send_due(self) -> None:
+        """Send what is due (a late wake-up sends the frames due since back to back, never more than
+        `MAX_CATCHUP_S` of them: the clock slips instead), then set the next wake-up."""
+        self._wake = None
+        done = self._sending
+        if done is None or done.done() or self._flusher is not None:
+            return  # the socket closed, or a send waits: `_flush` calls again when it is through
+        playback, monotonic = self.playback, time.monotonic
+        now = monotonic()
+        mark_due = playback.next_mark_due()
+        if mark_due is not None and mark_due <= now:
+            self._echo(playback.advance(now))
+        lag = now - (self._clock + self._frames * FRAME_S)
+        if lag >= 0:
+            if lag > MAX_CATCHUP_S:
+                slip = lag - MAX_CATCHUP_S
+                self._clock += slip
+                self.clock_slip_s += slip
+                lag = MAX_CATCHUP_S
+            if lag > self.max_lag_s:
+                self.max_lag_s = lag
+            while self._clock + self._frames * FRAME_S <= now and self._flusher is None and not done.done():
+                utt = self._utt
+                if utt:
+                    pos = self._utt_pos
+                    payload = utt[pos]
+                    self._utt_pos = pos + 1
+                else:
+                    payload = SILENCE_B64
+                self.seq += 1
+                self.chunk += 1
+                self._send(self.template % (self.seq, self.chunk, (self.chunk - 1) * FRAME_MS, payload))
+                self._frames += 1
+                if utt:
+                    self._utterance_progress(pos, len(utt), monotonic())
+        if self._flusher is not None or done.done():
             return
+        wake = self._clock + self._frames * FRAME_S
+        mark_due = playback.next_mark_due()
+        if mark_due is not None and mark_due < wake:
+            wake = mark_due
+        self._wake = asyncio.get_running_loop().call_later(max(0.0, wake - monotonic()), self._send_due)
 
     def _utterance_progress(self, pos: int, length: int, sent: float) -> None:
         turn = self._utt_turn
@@ -696,11 +769,11 @@ class _Call:
                         self.marks_sent.append(name)
                         due = playback.mark(now, name)
                         if due:
-                            await self._echo(due)
+                            self._echo(due)
                     case Clear():
                         names, dropped = playback.clear(now)
                         self.clears.append((now, dropped))
-                        await self._echo(names)
+                        self._echo(names)
                     case _:
                         pass  # nothing else is meant for the Twilio side; ignore like Twilio
         except ConnectionClosed:
@@ -756,7 +829,7 @@ class _Call:
             if k:
                 await asyncio.sleep(DTMF_GAP_S)
             self.seq += 1
-            await self.ws.send(tp.dtmf_message(self.stream_sid, digit, self.seq))
+            self._send(tp.dtmf_message(self.stream_sid, digit, self.seq))
             sent = time.monotonic()
             if k == 0:
                 report.speech_start = sent

@@ -487,3 +487,37 @@ async def test_messages_are_stamped_when_their_bytes_came_off_the_socket():
                 assert handed_over - arrived >= 0.1
             assert not ws.arrivals
             assert ws.arrival() >= got[-1][2]  # nothing left to stamp: now
+
+
+async def test_a_sender_held_up_by_flow_control_queues_in_order_and_catches_up(fake_gateway) -> None:
+    """Frames go out from timer callbacks without a coroutine (`send_now`) while the socket takes them;
+    when its buffer is full they wait, in order, behind the first that could not go, and the clock
+    catches up (or slips) once it drains, as a late wake-up would."""
+    gw = await fake_gateway(greeting_ms=0)
+    async with simcaller.connect(gw.url, create_connection=simcaller.ArrivalStampedConnection,
+                                 compression=None) as ws:
+        call = simcaller._Call(ws, call_sid="CA" + "2" * 32, stream_sid="MZ" + "2" * 32, parameters={},
+                               turns=[], frames=[], reports=[], reply_quiet_s=0.2, max_reply_wait_s=1.0,
+                               wait_for_greeting=False, record=False)
+        await call.open()
+        sender = asyncio.create_task(call.send_loop())
+        await asyncio.sleep(0.1)
+        ws.pause_writing()  # what the transport calls when its buffer passes the high-water mark
+        await asyncio.sleep(0.3)
+        held = len(call._backlog)
+        ws.resume_writing()
+        await asyncio.sleep(0.1)
+        sent_by_now = call.chunk
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        await call.send_stop()
+    while not gw.events_of("stop"):
+        await asyncio.sleep(0.01)
+    assert held == 1  # the first frame that could not go waits; the clock stops until it has gone
+    media = gw.events_of("media")
+    assert len(media) == sent_by_now
+    assert [m["media"]["chunk"] for _, m in media] == [str(i) for i in range(1, len(media) + 1)]
+    assert [m["sequenceNumber"] for _, m in gw.events[1:]] == [str(i) for i in range(1, len(gw.events))]
+    # 0.5 s of clock: the 0.3 s held back went out on resuming, up to MAX_CATCHUP_S of it; the rest slipped
+    assert call.clock_slip_s > 0.1
+    assert len(media) >= int((0.5 - call.clock_slip_s) / simcaller.FRAME_S) - 2
