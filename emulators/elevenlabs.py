@@ -25,7 +25,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import orjson
@@ -94,35 +94,32 @@ def output_sample_rate(output_format: str) -> int | None:
     return None
 
 
-@lru_cache(maxsize=1024)
-def _pcm16(text: str, sample_rate: int) -> bytes:
-    ms = audio_duration_ms(text)
-    n = sample_rate * ms // 1000
-    if n == 0:
+def _pcm16_span(text: str, sample_rate: int, lo: int, hi: int) -> bytes:
+    """Samples `lo`..`hi` of the rendering of `text` (16-bit little-endian). Each sample depends only
+    on its index, so a generation is rendered a chunk at a time as it is sent: one 6 s reply rendered
+    whole held the emulator's loop for about 2 ms, and the gateway's other calls' text arriving then
+    was stamped late by as much."""
+    n = sample_rate * audio_duration_ms(text) // 1000
+    hi = min(hi, n)
+    if lo >= hi:
         return b""
     seed = zlib.crc32(text.encode())
     phi1 = (seed & 0xFFFF) / 65536.0 * 2 * math.pi
     phi2 = (seed >> 16) / 65536.0 * 2 * math.pi
-    t = np.arange(n, dtype=np.float64) / sample_rate
-    freq = 1650.0 + 1350.0 * np.sin(2 * math.pi * 0.9 * t + phi1)  # sweeps 300..3000 Hz
-    phase = 2 * math.pi * np.cumsum(freq) / sample_rate
+    k = np.arange(lo, hi, dtype=np.float64)
+    t = k / sample_rate
+    # The phase of a tone sweeping 300..3000 Hz (1650 + 1350 sin(2 pi 0.9 t + phi1)), integrated in closed form.
+    sweep = 2 * math.pi * 0.9
+    phase = 2 * math.pi * (1650.0 * t + 1350.0 / sweep * (math.cos(phi1) - np.cos(sweep * t + phi1)))
     envelope = 0.75 + 0.25 * np.sin(2 * math.pi * 4.0 * t + phi2)  # ~4 syllables per second
     ramp = min(sample_rate // 100, n // 4)  # 10 ms fades: no click at either end
     if ramp > 0:
-        fade = np.linspace(0.0, 1.0, ramp)
-        envelope[:ramp] *= fade
-        envelope[-ramp:] *= fade[::-1]
+        envelope *= np.minimum(np.minimum(k, n - 1 - k) / max(ramp - 1, 1), 1.0)
     peak = 32767.0 * 10 ** (LEVEL_DBFS / 20) * math.sqrt(2)  # sine RMS at LEVEL_DBFS
-    samples = np.round(peak * envelope * np.sin(phase)).astype("<i2")
-    return samples.tobytes()
+    return np.round(peak * envelope * np.sin(phase)).astype("<i2").tobytes()
 
 
-@lru_cache(maxsize=1024)
-def _encoded(text: str, output_format: str) -> bytes:
-    rate = output_sample_rate(output_format)
-    if rate is None:
-        raise ValueError(f"unsupported output_format {output_format!r}")
-    pcm = _pcm16(text, rate)
+def _encode(pcm: bytes, output_format: str) -> bytes:
     if output_format == "ulaw_8000":
         return audioop.lin2ulaw(pcm, 2)
     if output_format == "alaw_8000":
@@ -130,21 +127,34 @@ def _encoded(text: str, output_format: str) -> bytes:
     return pcm
 
 
+def _sample_rate(output_format: str) -> int:
+    rate = output_sample_rate(output_format)
+    if rate is None:
+        raise ValueError(f"unsupported output_format {output_format!r}")
+    return rate
+
+
+def audio_chunks(text: str, output_format: str, chunk_ms: int) -> Iterator[bytes]:
+    """The audio of one generation of `text` in `chunk_ms` pieces, each rendered when it is asked for;
+    together exactly `expected_audio(text, output_format)`."""
+    text = normalized(text)
+    rate = _sample_rate(output_format)
+    width = 1 if output_format in _CONTENT_TYPES else 2  # bytes a sample
+    per_chunk = max(1, int(rate / 1000 * width * chunk_ms) // width)
+    total = rate * audio_duration_ms(text) // 1000
+    for lo in range(0, total, per_chunk):
+        yield _encode(_pcm16_span(text, rate, lo, lo + per_chunk), output_format)
+
+
+@lru_cache(maxsize=1024)
+def _encoded(text: str, output_format: str) -> bytes:
+    rate = _sample_rate(output_format)
+    return _encode(_pcm16_span(text, rate, 0, rate * audio_duration_ms(text) // 1000), output_format)
+
+
 def expected_audio(text: str, output_format: str = "ulaw_8000") -> bytes:
     """The exact bytes the emulator produces for one generation of `text` (whitespace-normalized)."""
     return _encoded(normalized(text), output_format)
-
-
-def _bytes_per_ms(output_format: str) -> float:
-    rate = output_sample_rate(output_format) or 8000
-    return rate / 1000 * (1 if output_format in _CONTENT_TYPES else 2)
-
-
-def _chunks(audio: bytes, output_format: str, chunk_ms: int) -> list[bytes]:
-    size = max(1, int(_bytes_per_ms(output_format) * chunk_ms))
-    if output_format not in _CONTENT_TYPES:
-        size -= size % 2  # keep 16-bit samples whole
-    return [audio[i : i + size] for i in range(0, len(audio), size)]
 
 
 def _alignment(text: str, chunk_index: int, chunk_ms: float, total_ms: int) -> dict[str, list[Any]]:
@@ -214,7 +224,6 @@ class TextToSpeechHttp:
         if fault == "error5xx":
             return await fail(500, _detail("internal_server_error", "An internal server error occurred"))
 
-        audio = expected_audio(body["text"], output_format)
         content_type = _CONTENT_TYPES.get(output_format, "audio/pcm")
         headers = {"request-id": uuid.uuid4().hex, "history-item-id": uuid.uuid4().hex}
         first_at = t0 + cfg.tts_first_byte
@@ -225,6 +234,7 @@ class TextToSpeechHttp:
             await hold(receive, state, el.stall_seconds)
             return
         if not self.streaming:
+            audio = expected_audio(body["text"], output_format)
             duration = audio_duration_ms(body["text"]) / 1000
             await sleep_until(first_at + duration / max(cfg.tts_realtime_factor, 1e-6))
             headers["content-length"] = str(len(audio))
@@ -236,7 +246,7 @@ class TextToSpeechHttp:
         step = el.chunk_ms / 1000 / max(cfg.tts_realtime_factor, 1e-6)
         await sleep_until(first_at)
         await start_stream(send, 200, content_type, headers)
-        for i, chunk in enumerate(_chunks(audio, output_format, el.chunk_ms)):
+        for i, chunk in enumerate(audio_chunks(body["text"], output_format, el.chunk_ms)):
             await sleep_until(first_at + i * step)
             await send_chunk(send, chunk)
             record["last_byte_at"] = now()
@@ -463,13 +473,12 @@ class TtsSocket:
     async def _send_generation(self, job: _Job) -> bool:
         cfg = self.cfg
         text = normalized(job.text)
-        audio = expected_audio(text, self.output_format)
         total_ms = audio_duration_ms(text)
         chunk_ms = cfg.elevenlabs.chunk_ms
         step = chunk_ms / 1000 / max(cfg.tts_realtime_factor, 1e-6)
         start = max(job.at + cfg.tts_first_byte, self.loop.time())
         gen = job.record
-        for i, chunk in enumerate(_chunks(audio, self.output_format, chunk_ms)):
+        for i, chunk in enumerate(audio_chunks(text, self.output_format, chunk_ms)):
             await sleep_until(start + i * step)
             align = _alignment(text, i, chunk_ms, total_ms)
             msg: dict[str, Any] = {"audio": base64.b64encode(chunk).decode(), "isFinal": False,

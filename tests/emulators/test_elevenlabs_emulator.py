@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import typing
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 import websockets
@@ -30,7 +32,7 @@ from elevenlabs.types import (
 )
 from websockets.asyncio.client import connect
 
-from emulators.elevenlabs import audio_duration_ms, expected_audio
+from emulators.elevenlabs import audio_chunks, audio_duration_ms, expected_audio
 from emulators.server import EmulatorServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -57,6 +59,27 @@ def test_expected_audio_is_deterministic_speech_like_mulaw() -> None:
     assert len(a) == 8 * audio_duration_ms("Hello caller.") == 8 * 860  # 13 chars x 65 ms, whole 20 ms frames
     assert len(set(a)) > 50  # a varying signal, not a constant
     assert expected_audio("") == b""
+
+
+@pytest.mark.parametrize("output_format", ["ulaw_8000", "alaw_8000", "pcm_16000", "pcm_22050"])
+def test_audio_rendered_a_chunk_at_a_time_is_the_expected_audio(output_format: str) -> None:
+    """The emulator renders each chunk as it sends it (a whole reply at once held its loop ~2 ms)."""
+    for text in ("Hi.", "Booking 7: sure, I can help you with that. Which day would suit you best?", "x" * 600):
+        whole = expected_audio(text, output_format)
+        for chunk_ms in (20, 50, 100, 250):
+            chunks = list(audio_chunks(text, output_format, chunk_ms))
+            assert b"".join(chunks) == whole
+            width = 1 if output_format in ("ulaw_8000", "alaw_8000") else 2
+            rate = 8000 if width == 1 else int(output_format.split("_")[1])
+            assert {len(c) for c in chunks[:-1]} <= {rate * chunk_ms // 1000 * width}
+
+
+def test_expected_audio_fades_in_and_out_at_the_level_it_is_meant_to_have() -> None:
+    pcm = expected_audio("A sentence of a reasonable length.", "pcm_8000")
+    assert pcm[:2] == b"\x00\x00" and pcm[-2:] == b"\x00\x00"  # 10 ms fades: no click at either end
+    samples = np.frombuffer(pcm, "<i2").astype(np.float64)
+    rms_dbfs = 20 * math.log10(math.sqrt(np.mean(samples**2)) / 32768)
+    assert -23 < rms_dbfs < -19  # about -20 dBFS, less the syllable envelope's dips
 
 
 async def test_http_stream_yields_the_expected_audio(emu: EmulatorServer) -> None:
