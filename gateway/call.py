@@ -1,9 +1,10 @@
 """One phone call's I/O: the Media Streams socket, the provider streams, and the core between them.
 
-`MediaCall.run` reads Twilio's messages, turns them into events for the `CallSession`, and carries
-out the actions it returns: frames and marks go to the socket, utterances to the STT stream, reply
-requests to a reply task, sentences to TTS one after another. Provider tasks feed their results back
-as events. What a core step asks for happens in the same loop turn, once all its actions are carried
+`MediaCall.run` reads Twilio's messages (once the call is up, the server hands each one over as it
+comes off the socket: `gateway.direct_receive`), turns them into events for the `CallSession`, and
+carries out the actions it returns: frames and marks go to the socket, utterances to the STT stream,
+reply requests to a reply task, sentences to TTS one after another. Provider tasks feed their results
+back as events. What a core step asks for happens in the same loop turn, once all its actions are carried
 out: its frames are written (a task only carries on a send that has to wait) and the tasks it starts
 take their first step (`eager_tasks`), so nothing waits behind the rest of the loop between a
 provider's event and what it causes. Every task of the call is cancelled when the call ends,
