@@ -55,6 +55,13 @@ class DirectReceiveProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"][DIRECT_RECEIVE] = self.receive_directly
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)  # the disconnect reaches the handler, if one is installed
+        self.queue.handler = None
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # the extension refers back to this protocol: let reference counting free it
+            scope["extensions"].pop(DIRECT_RECEIVE, None)
+
     def receive_directly(self, handler: Handler) -> None:
         """From now on, pass each received message to `handler` as it arrives (see the module's note)."""
         queue = self.queue

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import weakref
 
 import pytest
 import uvicorn
@@ -187,3 +189,35 @@ async def test_over_a_real_socket_every_message_reaches_the_handler_in_order_out
             await asyncio.wait_for(serving, 10)
     assert [text for text, _ in seen] == [f"m{n}" for n in range(500)]
     assert seen[0][1] and not any(in_task for _, in_task in seen[1:])  # after the first: in data_received
+
+
+async def test_a_closed_connection_is_freed_without_the_cycle_collector():
+    """The scope's extension refers back to the protocol; left in place, every connection would wait in
+    the old generation for a full collection (the gateway paces those rarely)."""
+    accepted = asyncio.Event()
+    scopes: list[dict] = []
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        scope["extensions"][DIRECT_RECEIVE](lambda message: message["type"] != "websocket.disconnect")
+        scopes.append(scope)
+        accepted.set()
+
+    state = ServerState()
+    protocol = DirectReceiveProtocol(uvicorn.Config(app, log_config=None, lifespan="off"), state, {})
+    protocol.connection_made(FakeTransport())
+    protocol.data_received(HANDSHAKE)
+    await asyncio.wait_for(accepted.wait(), 5)
+    await asyncio.wait_for(asyncio.gather(*state.tasks), 5)
+    protocol.connection_lost(None)
+    assert DIRECT_RECEIVE not in scopes[0]["extensions"] and protocol.queue.handler is None
+    gone = weakref.ref(protocol)
+    gc.disable()
+    try:
+        del protocol
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert gone() is None
+    finally:
+        gc.enable()
