@@ -157,9 +157,7 @@ class MediaCall:
         except WebSocketDisconnect:
             pass
         except Exception:  # a bug here must end this call cleanly, never the process
-            log.exception("call loop failed")
-            metrics.ERRORS.labels("call_loop", "gateway").inc()
-            self.end_reason = "error"
+            self._loop_failed()
         finally:
             await self._end()
             await self._close(*self._close_with)
@@ -179,15 +177,18 @@ class MediaCall:
         try:
             result = self._take(message)
         except Exception:  # as in `run`: this call ends, the protocol and the process go on
-            log.exception("call loop failed")
-            metrics.ERRORS.labels("call_loop", "gateway").inc()
-            self.end_reason = "error"
+            self._loop_failed()
             result = False
         if result:
             return True
         if not self._direct_done.done():
             self._direct_done.set_result(None)
         return False
+
+    def _loop_failed(self) -> None:
+        log.exception("call loop failed")
+        metrics.ERRORS.labels("call_loop", "gateway").inc()
+        self.end_reason = "error"
 
     def _take(self, message: dict) -> bool | None:
         """One message from the socket. False ends the call; None means a `start` to handle (async)."""
