@@ -161,6 +161,9 @@ class MediaCall:
         finally:
             await self._end()
             await self._close(*self._close_with)
+            # The streams call back into this call (bound methods of it): with them dropped, the
+            # call and its buffers are freed when the server lets go of it, not by a full collection.
+            self._stt = self._tts = None
 
     def _receive_directly(self) -> bool:
         """Once the call is up, take the socket's messages as they arrive (`gateway.direct_receive`),
@@ -617,7 +620,10 @@ class MediaCall:
         if self.ws.application_state == WebSocketState.CONNECTED:
             try:
                 # A peer that does not read cannot take a close frame either: do not wait on it forever.
-                await asyncio.wait_for(self.ws.close(code, reason), CLOSE_TIMEOUT_SECONDS)
+                # (asyncio.timeout, not wait_for: wait_for's inner task and the exception it raises
+                # here, a peer gone already, would hold each other and this call in a cycle.)
+                async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                    await self.ws.close(code, reason)
             except Exception:  # already gone, or not reading
                 pass
 

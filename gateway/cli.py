@@ -68,18 +68,20 @@ def serve(argv: list[str]) -> int:
     import uvicorn
 
     from gateway.direct_receive import DirectReceiveProtocol  # media frames handled as they arrive
+    from gateway.http_protocol import HttpProtocol  # frees each upgraded connection's HTTP side
     from gateway.logs import setup_logging
 
     setup_logging(settings.log_level, settings.secrets())
     if settings.workers > 1:
         _prepare_multiprocess_metrics()
         uvicorn.run("gateway.asgi:app", host=settings.host, port=settings.port, workers=settings.workers,
-                    log_config=None, ws=DirectReceiveProtocol, ws_max_size=settings.max_message_bytes, lifespan="on")
+                    log_config=None, http=HttpProtocol, ws=DirectReceiveProtocol, ws_max_size=settings.max_message_bytes,
+                    lifespan="on")
         return 0
     from gateway.app import create_app
 
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                ws=DirectReceiveProtocol, ws_max_size=settings.max_message_bytes, lifespan="on")
+                http=HttpProtocol, ws=DirectReceiveProtocol, ws_max_size=settings.max_message_bytes, lifespan="on")
     return 0
 
 

@@ -275,6 +275,9 @@ class FallbackSttStream:
             self._switching.cancel()
         await _quiet_close(self._stream)  # its last results (CloseStream flushes them) still arrive
         self._closed = True
+        # The engine's stream calls back into this one (a closure over self): let go of it, so a
+        # finished call's streams are freed as soon as the call lets go, not by a full collection.
+        self._stream = None
         if self._held:  # words heard but not yet turned into a turn: still the caller's words
             self._on_result(SttResult(" ".join(self._held), True, False))
             self._held.clear()
