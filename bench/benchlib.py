@@ -64,7 +64,9 @@ def row_figures(r: dict[str, Any] | None) -> dict[str, Any]:
     gw = r.get("gateway") or {}
     oc = r.get("overhead_caller_ms") or {}
     og = r.get("overhead_gateway_ms") or {}
-    ow = (r.get("overhead_wire_ms") or {}).get("total") or {}
+    wire = r.get("overhead_wire_ms") or {}
+    ow = wire.get("total") or {}
+    rig = (wire.get("rig") or {}).get("total") or {}
     og_p99 = og.get("p99")
     if og_p99 is not None:
         from gateway.metrics import OVERHEAD_BUCKETS
@@ -78,6 +80,7 @@ def row_figures(r: dict[str, Any] | None) -> dict[str, Any]:
         "overhead_caller_p50": oc.get("p50"), "overhead_caller_p99": oc.get("p99"),
         "overhead_gateway_p99": og_p99,
         "overhead_wire_p50": ow.get("p50"), "overhead_wire_p99": ow.get("p99"),
+        "rig_p50": rig.get("p50"), "rig_p99": rig.get("p99"),
         "clear_p50": r["barge_in_clear_ms"]["p50"], "clear_p95": r["barge_in_clear_ms"]["p95"],
         "underruns": r["underruns"]["count"], "underrun_pct": r["underruns"]["pct_frames"],
         "underrun_time_pct": r["underruns"]["pct_time"],

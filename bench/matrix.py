@@ -47,10 +47,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def markdown(runs: list[dict]) -> str:
     lines = [
-        "| calls | v2v p50 ms | v2v p95 ms | gateway hops p50 / p99 ms (wire) | overhead p50 / p99 ms (caller) "
-        "| barge-in→clear p50 ms | underruns (% frames) | failed | gateway CPU % of core | RSS MB idle→peak "
-        "| RSS kB/call | note |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| calls | v2v p50 ms | v2v p95 ms | gateway hops p50 / p99 ms (wire) | test rig p50 / p99 ms "
+        "| overhead p50 / p99 ms (caller) | barge-in→clear p50 ms | underruns (% frames) | failed "
+        "| gateway CPU % of core | RSS MB idle→peak | RSS kB/call | note |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for run in runs:
         f = row_figures(run["report"])
@@ -64,6 +64,7 @@ def markdown(runs: list[dict]) -> str:
         lines.append(
             f"| {run['level']} | {fmt(f.get('v2v_p50'))} | {fmt(f.get('v2v_p95'))} "
             f"| {fmt(f.get('overhead_wire_p50'), 1)} / {fmt(f.get('overhead_wire_p99'), 1)} "
+            f"| {fmt(f.get('rig_p50'), 1)} / {fmt(f.get('rig_p99'), 1)} "
             f"| {fmt(f.get('overhead_caller_p50'))} / {fmt(f.get('overhead_caller_p99'))} "
             f"| {fmt(f.get('clear_p50'))} | {fmt(f.get('underruns'))} ({fmt(f.get('underrun_pct'), 2)}) "
             f"| {fmt(f.get('failed'))}/{fmt(f.get('placed'))} | {fmt(f.get('cpu_steady'), 1)} "
@@ -80,7 +81,11 @@ def write_markdown(doc: dict, path: Path) -> str:
         f"{pin['gateway_cpu']}, load generator + emulators on core {pin['loadgen_and_emulators_cpu']}, nice "
         f"{pin.get('nice')}; emulated STT final 150 ms after end of speech, LLM first token 300 ms (then 50 tok/s), "
         f"TTS first byte 150 ms. Caller-side overhead = voice-to-voice minus 300 ms endpointing minus those "
-        f"providers' share. Gateway hops (wire): STT final -> LLM request, first-phrase token -> TTS text, TTS first audio -> caller, each timed between the two processes that stamp those bytes (`gateway/bench_wire.py`); the inbound audio hop is not included.\n\n{table}\n")
+        f"providers' share. Gateway hops (wire): the caller's frame that ends the turn -> Deepgram, STT final -> "
+        f"LLM request, first-phrase token -> TTS text, TTS first audio -> caller, each timed between the two "
+        f"processes that stamp those bytes (`gateway/bench_wire.py`). Test rig: the emulators and the caller past "
+        f"their configured times (timer lateness); gateway hops + test rig = caller-side overhead, turn by turn."
+        f"\n\n{table}\n")
     return table
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from emulators import precise_timers
 from emulators.config import ConfigError, DeepgramConfig, ElevenLabsConfig, EmulatorConfig, OpenAIConfig, TwilioConfig
 
 
@@ -174,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"voicegate emulate: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(config, args.host, args.port, args.log_level))
+        # Timers on time (emulators/precise_timers.py): the emulated latencies are the configured ones.
+        with asyncio.Runner(loop_factory=precise_timers.loop_factory()) as runner:
+            runner.run(serve(config, args.host, args.port, args.log_level))
     except KeyboardInterrupt:
         pass
     return 0

@@ -44,6 +44,13 @@ def now() -> float:
     return time.time()
 
 
+def loop_time_at(stamp: float) -> float:
+    """The running loop's clock reading at wall-clock `stamp` (an arrival stamp, `now()` then).
+    Latencies count from when a request reached the process, not from when its handler ran: a
+    handler that starts a loop turn late must not make the emulated provider that much slower."""
+    return asyncio.get_running_loop().time() - max(0.0, time.time() - stamp)
+
+
 def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:

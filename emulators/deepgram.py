@@ -33,11 +33,13 @@ import orjson
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from emulators.arrival import received_at
 from emulators.common import (
     EmulatorState,
     IdleTimer,
     abort_connection,
     deny_websocket,
+    loop_time_at,
     now,
     recorded_headers,
     state_of,
@@ -440,8 +442,9 @@ class ListenSocket:
                     break
                 timer.touch()
                 data = message.get("bytes")
+                arrived = received_at(message)
                 if data is not None:
-                    t = now()
+                    t = arrived
                     record["audio_bytes"] += len(data)
                     record["audio_messages"] += 1
                     record["last_audio_at"] = t
@@ -451,8 +454,10 @@ class ListenSocket:
                     for event in session.events:
                         self._note_speech(event, t)
                 else:
-                    actions = self._on_text(session, message.get("text") or "")
-                base = loop.time()
+                    actions = self._on_text(session, message.get("text") or "", arrived)
+                # Delays count from the message's arrival: a handler a loop turn late must not make
+                # the emulated endpointing and final that much later.
+                base = loop_time_at(arrived)
                 for action in actions:
                     if isinstance(action, Drop):
                         # Its own timer: in the FIFO it would hold back the interims due before it.
@@ -478,8 +483,7 @@ class ListenSocket:
                 speech[-1]["end_at"] = t
                 speech[-1]["audio_end"] = end
 
-    def _on_text(self, session: ListenSession, text: str) -> list[Action]:
-        t = now()
+    def _on_text(self, session: ListenSession, text: str, t: float) -> list[Action]:
         try:
             data = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -527,6 +531,8 @@ class ListenSocket:
                                          speech_final=message["speech_final"], from_finalize=message["from_finalize"],
                                          start=message["start"], duration=message["duration"])
                             record["transcripts"].append(entry)
+                        elif kind == "Metadata":
+                            entry["sha256"] = message["sha256"]  # of the audio, in the order it came
                         record["sent"].append(entry)
                     case Close(code=code, reason=reason):
                         record["closed_by"] = "server"

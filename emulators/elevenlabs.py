@@ -44,6 +44,7 @@ from emulators.common import (
     end_stream,
     header,
     hold,
+    loop_time_at,
     now,
     read_body,
     recorded_headers,
@@ -191,8 +192,7 @@ class TextToSpeechHttp:
         state = state_of(scope)
         cfg = state.config
         el = cfg.elevenlabs
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        t0 = loop_time_at(received_at(scope))  # first byte counts from the request's arrival
         query = dict(_query(scope))
         record = state.log.add("elevenlabs", {
             "kind": "http", "path": scope["path"], "voice_id": scope["path_params"].get("voice_id"),
@@ -377,7 +377,7 @@ class TtsSocket:
     # -- the protocol: text in, jobs out
 
     def _on_message(self, data: dict[str, Any], arrived: float) -> None:
-        t = self.loop.time()
+        t = loop_time_at(arrived)  # first byte counts from the text's arrival, not from this handler
         ctx_id = (data.get("context_id") or "default") if self.multi else None
         entry = {"t": arrived}
         for k in ("text", "flush", "try_trigger_generation", "context_id", "close_context", "close_socket"):
@@ -427,7 +427,8 @@ class TtsSocket:
     def _generate(self, ctx: _Context, t: float, reason: str) -> None:
         text, ctx.buffer = ctx.buffer, ""
         ctx.generations += 1
-        gen = {"t": now(), "context_id": ctx.id, "text": text, "reason": reason,
+        # "t": when the text that completed it arrived (`t` is that moment on the loop clock).
+        gen = {"t": now() - (self.loop.time() - t), "context_id": ctx.id, "text": text, "reason": reason,
                "first_byte_at": None, "last_byte_at": None, "audio_bytes": 0}
         self.record["generations"].append(gen)
         self.jobs.put_nowait(_Job("gen", ctx.id, text, t, gen))

@@ -34,6 +34,7 @@ from emulators.common import (
     end_stream,
     header,
     hold,
+    loop_time_at,
     now,
     read_body,
     send_chunk,
@@ -203,7 +204,7 @@ class _Endpoint:
         cfg = state.config
         oa = cfg.openai
         loop = asyncio.get_running_loop()
-        start = loop.time() + cfg.llm_first_token
+        start = loop_time_at(record["t"]) + cfg.llm_first_token  # from the request's arrival
         step = 1.0 / cfg.llm_token_rate if cfg.llm_token_rate > 0 else 0.0
         record["status"] = 200
         await start_stream(send, 200, "text/event-stream; charset=utf-8",
@@ -233,10 +234,11 @@ class _Endpoint:
                 sent_at = now()
                 await send_chunk(send, b"".join(pending))
                 pending.clear()
-                if tokens == 0:
-                    # The token clock starts when the first token actually went out, so a late
-                    # start (a busy loop) does not turn into a burst of catch-up tokens.
-                    start = max(start, loop.time())
+                if tokens == 0 and loop.time() - start > step:
+                    # A first token more than a token late (a busy loop) restarts the token clock
+                    # rather than turn into a burst of catch-up tokens. Less than that stays on
+                    # the clock: the next token comes on time, not a whole timer's lateness later.
+                    start = loop.time()
                 tokens += 1
                 record["tokens_sent"] = tokens
                 record["token_at"].append(sent_at)

@@ -716,7 +716,8 @@ def call_record(report: CallReport, started: float, ended: float) -> dict[str, A
         "turns": [{"rule": t.rule, "latency_ms": t.latency_ms, "clear_ms": t.clear_ms, "barged_in": t.barged_in,
                    "interrupted": t.interrupted, "underruns": t.underruns, "reply_timeout": t.reply_timeout,
                    "reply_ms": t.reply_ms, "kind": t.kind, "text": t.text,
-                   "speech_end": t.speech_end, "reply_arrival": t.reply_arrival}  # monotonic, for bench_wire
+                   # monotonic, for bench_wire
+                   "speech_end": t.speech_end, "reply_arrival": t.reply_arrival, "sends_after_end": t.sends_after_end}
                   for t in report.turns],
         "underruns": report.underruns,
         "underrun_gap_ms": sum(report.underrun_gaps_ms),
@@ -1066,11 +1067,12 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
     overhead_wire = None
     if emulated is not None and emulator_log is not None and overhead_caller is not None:
         from emulators.openai import tokenize
-        from gateway.bench_wire import wire_overhead
+        from gateway.bench_wire import Configured, wire_overhead
 
+        configured = Configured(overhead_caller["end_of_speech_wait_ms"], share["stt_final_ms"],
+                                share["llm_first_phrase_ms"], share["tts_first_byte_ms"])
         overhead_wire = wire_overhead(
-            records, emulator_log,
-            stt_wait_s=(overhead_caller["end_of_speech_wait_ms"] + overhead_caller["stt_final_ms"]) / 1000,
+            records, emulator_log, configured=configured,
             first_phrase_token=lambda reply: first_phrase_token(tokenize(reply), opts.first_phrase_rule))
 
     overhead_gateway = gc_pauses = None

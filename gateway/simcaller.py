@@ -75,12 +75,12 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import DATA_OPCODES, Frame
-from websockets.protocol import State
 
 from audio import mulaw
 from audio.resample import resample
 from gateway import twilio_protocol as tp
 from gateway.twilio_protocol import Clear, Mark, Media, ProtocolError
+from gateway.ws_direct import send_now
 
 __all__ = [
     "CallReport",
@@ -104,6 +104,9 @@ FRAME_MS = 20
 # beyond it the send clock slips rather than flooding the gateway with a burst it would never
 # see from Twilio. 100 ms = 5 frames, about what a real network hiccup delivers at once.
 MAX_CATCHUP_S = 0.1
+# When the frames after an utterance's last one were sent, for this many frames (600 ms: past any
+# endpointing a benchmark asks for). The inbound hop is timed from the frame that ended the turn.
+SENDS_KEPT_AFTER_SPEECH = 30
 # A playback gap shorter than this is timer noise, not an audible underrun.
 UNDERRUN_MIN_GAP_S = 0.001
 # A gateway may send a whole reply in one message; 16 MiB is ~25 min of audio in base64 JSON.
@@ -160,23 +163,6 @@ class ArrivalStampedConnection(ClientConnection):
     def arrival(self) -> float:
         """When the message just read arrived (now, if it was never stamped)."""
         return self.arrivals.popleft() if self.arrivals else time.monotonic()
-
-
-def send_now(ws: ClientConnection, message: bytes | str) -> bool:
-    """Send a text message in this call, without a coroutine, when `ws.send` would not have to wait:
-    the socket open, its buffer below the high-water mark, no fragmented send under way. The same two
-    steps `send` takes inside its context (frame the message, write it out); False (nothing sent)
-    when any of that does not hold, and the caller awaits `send`, which waits or raises as it should.
-
-    100 callers send 5,000 frames a second from one process: a coroutine, an async context manager
-    and a drain per frame were a large share of that process's core, which it shares with the
-    emulators whose arrival stamps time the gateway."""
-    if ws.protocol.state is not State.OPEN or ws.paused or ws.send_in_progress is not None \
-            or ws.transport.is_closing():
-        return False
-    ws.protocol.send_text(message if isinstance(message, bytes) else message.encode())
-    ws.send_data()
-    return True
 
 
 # ------------------------------------------------------------------ the script
@@ -244,6 +230,7 @@ class TurnReport:
     speech_start: float | None = None
     speech_end: float | None = None
     reply_arrival: float | None = None  # when the reply's first audio arrived (reply_start is when it played)
+    sends_after_end: list[float] = field(default_factory=list)  # the next frames' send times (SENDS_KEPT_AFTER_SPEECH)
     reply_start: float | None = None
     latency_ms: float | None = None
     reply_ms: float = 0.0
@@ -591,6 +578,7 @@ class _Call:
         self._utt_pos = 0
         self._utt_turn: TurnReport | None = None
         self._utt_done: asyncio.Future[None] | None = None
+        self._after_end: list[float] | None = None  # the last utterance's sends_after_end, while it fills
         self.marks_sent: list[str] = []
         self.marks_echoed: list[str] = []
         self.mark_echo_times: list[float] = []
@@ -714,6 +702,13 @@ class _Call:
                     payload = SILENCE_B64
                 self.seq += 1
                 self.chunk += 1
+                after_end = self._after_end if not utt else None
+                if after_end is not None:
+                    # Stamped before the write: a stamp after it would be late by any preemption in
+                    # between, and the gateway could pass the frame on before it.
+                    after_end.append(monotonic())
+                    if len(after_end) >= SENDS_KEPT_AFTER_SPEECH:
+                        self._after_end = None
                 self._send(self.template % (self.seq, self.chunk, (self.chunk - 1) * FRAME_MS, payload))
                 self._frames += 1
                 if utt:
@@ -733,6 +728,7 @@ class _Call:
             turn.speech_start = sent
         if pos + 1 == length:
             turn.speech_end = sent
+            self._after_end = turn.sends_after_end
             self.reply_turn = turn  # audio arriving from now on answers this turn
             self._utt = ()
             done = self._utt_done

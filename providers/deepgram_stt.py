@@ -51,6 +51,7 @@ import websockets.exceptions
 from websockets.frames import DATA_OPCODES, Frame, Opcode
 
 from gateway.config import Settings
+from gateway.ws_direct import can_send_now, send_now
 from providers.base import CallInfo, ProviderAuthError, ProviderError, SttCallback, SttResult
 from providers.retry import ProviderCounters, backoff_delay
 
@@ -309,6 +310,7 @@ class DeepgramStream:
         self._controls: deque[str] = deque()
         self._wake = asyncio.Event()  # the sender: audio or a control message is waiting
         self._watch_wake = asyncio.Event()  # the watchdog: a Finalize went out, a new deadline
+        self._sender_idle = False  # the sender waits on `_wake` with nothing to send: see send_audio
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._conn: Any = None
@@ -339,8 +341,25 @@ class DeepgramStream:
     def send_audio(self, mulaw: bytes) -> None:
         if self._closing:
             return
-        self._buffer.append(mulaw)
-        self._wake.set()
+        buffer = self._buffer
+        # Nothing ahead of it: the frame may go out now rather than from the sender a loop turn
+        # later (the frame that completes the caller's pause is what lets Deepgram end the turn).
+        direct = self._sender_idle and not self._controls and not buffer.has_unsent()
+        buffer.append(mulaw)
+        if not (direct and self._send_directly()):
+            self._wake.set()
+
+    def _send_directly(self) -> bool:
+        """What the sender would send next, sent in this call if the socket takes it at once
+        (`ws_direct`: the SDK's `send_media` is the socket's `send` of the same bytes)."""
+        ws = getattr(self._conn, "_websocket", None)
+        if not isinstance(ws, DispatchingConnection) or not can_send_now(ws):
+            return False
+        audio = self._buffer.take_unsent(REPLAY_MESSAGE_BYTES)
+        send_now(ws, audio, binary=True)
+        self._last_activity = asyncio.get_running_loop().time()
+        self._audio_since_message += len(audio)
+        return True
 
     def end_of_speech(self, utterance: bytes) -> None:
         # Deepgram already has the audio; Finalize flushes what it buffered into a final result.
@@ -544,7 +563,11 @@ class DeepgramStream:
                 self._controls.popleft()
                 continue
             self._wake.clear()
-            await self._wake.wait()
+            self._sender_idle = True
+            try:
+                await self._wake.wait()
+            finally:
+                self._sender_idle = False
 
     async def _watch(self, conn: Any) -> None:
         """KeepAlive whenever no audio went out for `keepalive_seconds`. A Finalize left unanswered

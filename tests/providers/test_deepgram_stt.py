@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.metadata
 
 import pytest
@@ -173,6 +174,37 @@ async def test_close_sends_close_stream_and_is_idempotent(emu: EmulatorServer) -
     stream.send_audio(silence(20))  # after close: ignored, no error
     stream.end_of_speech(b"")
     assert results == []
+
+
+async def test_audio_goes_out_in_the_call_that_hands_it_over_and_in_order_when_it_must_wait(
+        emu: EmulatorServer) -> None:
+    """With the sender idle and the socket taking writes, `send_audio` writes the frame itself (the
+    frame that completes a pause reaches Deepgram without waiting a loop turn); while the socket's
+    buffer is full, frames are left to the sender, whose send waits for the drain, and all arrive in
+    order."""
+    stream, results = open_stream(make_stt(emu))
+    await stream.start()
+    await asyncio.sleep(0.05)  # the sender has nothing to do and waits
+    frames = [bytes([i]) * 160 for i in range(1, 9)]
+    stream.send_audio(frames[0])
+    stream.send_audio(frames[1])
+    assert not stream._buffer.has_unsent()  # both written before this step yielded to the loop
+    ws = stream._conn._websocket
+    ws.pause_writing()  # what the transport does when the write buffer passes its high-water mark
+    for frame in frames[2:5]:
+        stream.send_audio(frame)
+    assert stream._buffer.has_unsent()  # left to the sender, whose `send` waits for the drain
+    await asyncio.sleep(0.05)
+    ws.resume_writing()
+    for frame in frames[5:]:
+        stream.send_audio(frame)
+    await wait_for(lambda: not stream._buffer.has_unsent())
+    await asyncio.sleep(0.05)
+    await stream.close()
+    record = emu.log.deepgram[0]
+    assert record["audio_bytes"] == 8 * 160
+    metadata = next(e for e in record["sent"] if e["type"] == "Metadata")
+    assert metadata["sha256"] == hashlib.sha256(b"".join(frames)).hexdigest()
 
 
 async def test_refused_key_is_an_auth_error_not_retried(emu: EmulatorServer) -> None:
