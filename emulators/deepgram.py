@@ -442,9 +442,8 @@ class ListenSocket:
                     break
                 timer.touch()
                 data = message.get("bytes")
-                arrived = received_at(message)
+                t = received_at(message)
                 if data is not None:
-                    t = arrived
                     record["audio_bytes"] += len(data)
                     record["audio_messages"] += 1
                     record["last_audio_at"] = t
@@ -454,10 +453,10 @@ class ListenSocket:
                     for event in session.events:
                         self._note_speech(event, t)
                 else:
-                    actions = self._on_text(session, message.get("text") or "", arrived)
+                    actions = self._on_text(session, message.get("text") or "", t)
                 # Delays count from the message's arrival: a handler a loop turn late must not make
                 # the emulated endpointing and final that much later.
-                base = loop_time_at(arrived)
+                base = loop_time_at(t)
                 for action in actions:
                     if isinstance(action, Drop):
                         # Its own timer: in the FIFO it would hold back the interims due before it.

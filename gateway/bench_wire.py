@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from dialog.latency import normalize_intent as _norm  # lower-case words only
+from gateway.simcaller import FRAME_MS  # the caller's audio frames
 
 # A final more than this after the caller stopped speaking belongs to nobody's turn.
 MAX_STT_WAIT_S = 2.0
 # A hop longer than this is not one hop (a reply's first audio long before the caller heard it).
 MAX_HOP_S = 1.0
-FRAME_MS = 20  # the caller's audio frames
 # Two processes' stamps of one event may disagree by this much (each stamps around its own syscall).
 CLOCK_SLACK_S = 0.002
 

@@ -692,7 +692,8 @@ class MediaCall:
         if stream is None:
             return
         try:
-            await asyncio.wait_for(stream.close(), STREAM_CLOSE_TIMEOUT_SECONDS)
+            async with asyncio.timeout(STREAM_CLOSE_TIMEOUT_SECONDS):  # as in `_close`: no wait_for cycle
+                await stream.close()
         except Exception:
             log.warning("provider stream did not close cleanly", exc_info=True)
 

@@ -402,7 +402,10 @@ def install(app: Starlette, gw: Any) -> DashboardHub:
             await asyncio.gather(*tasks, return_exceptions=True)
             hub.unsubscribe(sub)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(CLOSE_SLOW_CONSUMER if sub.dropped else 1000), 2.0)
+                # asyncio.timeout, not wait_for: a viewer already gone makes close raise, and wait_for's
+                # inner task and that exception would hold each other (and this handler) in a cycle.
+                async with asyncio.timeout(2.0):
+                    await ws.close(CLOSE_SLOW_CONSUMER if sub.dropped else 1000)
 
     app.router.routes.extend([
         Route("/", page),

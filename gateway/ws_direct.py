@@ -21,15 +21,19 @@ def can_send_now(ws: Connection) -> bool:
             and not ws.transport.is_closing())
 
 
-def send_now(ws: Connection, message: bytes | str, *, binary: bool = False) -> bool:
-    """Send `message` in this call if `ws.send` would not wait: a text frame, or a binary one when
-    `binary`. False (nothing sent) otherwise."""
-    if not can_send_now(ws):
-        return False
-    data = message if isinstance(message, bytes) else message.encode()
+def write_now(ws: Connection, data: bytes, *, binary: bool = False) -> None:
+    """Frame `data` (a text frame, or a binary one when `binary`) and write it out. Only once
+    `can_send_now(ws)` said so."""
     if binary:
         ws.protocol.send_binary(data)
     else:
         ws.protocol.send_text(data)
     ws.send_data()
+
+
+def send_now(ws: Connection, message: bytes | str, *, binary: bool = False) -> bool:
+    """Send `message` in this call if `ws.send` would not wait. False (nothing sent) otherwise."""
+    if not can_send_now(ws):
+        return False
+    write_now(ws, message if isinstance(message, bytes) else message.encode(), binary=binary)
     return True

@@ -51,7 +51,7 @@ import websockets.exceptions
 from websockets.frames import DATA_OPCODES, Frame, Opcode
 
 from gateway.config import Settings
-from gateway.ws_direct import can_send_now, send_now
+from gateway.ws_direct import can_send_now, write_now
 from providers.base import CallInfo, ProviderAuthError, ProviderError, SttCallback, SttResult
 from providers.retry import ProviderCounters, backoff_delay
 
@@ -356,7 +356,7 @@ class DeepgramStream:
         if not isinstance(ws, DispatchingConnection) or not can_send_now(ws):
             return False
         audio = self._buffer.take_unsent(REPLAY_MESSAGE_BYTES)
-        send_now(ws, audio, binary=True)
+        write_now(ws, audio, binary=True)
         self._last_activity = asyncio.get_running_loop().time()
         self._audio_since_message += len(audio)
         return True
