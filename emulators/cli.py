@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--transcript", action="append", default=[], help="an utterance transcript (repeatable, in order)")
     groups["openai"].add_argument("--llm-script", type=Path,
                                   help='JSON list of replies: texts or {"tool", "arguments", "text"}')
+    groups["openai"].add_argument("--llm-rules", type=Path,
+                                  help="JSON object: a piece of the last user message -> the reply to it (a text "
+                                       'or {"tool", "arguments", "text"}); checked before the script, in order')
     return p
 
 
@@ -128,6 +131,11 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         _put(changes, "deepgram.script", [str(s) for s in script])
     if args.llm_script:
         _put(changes, "openai.script", _read_list(args.llm_script))
+    if args.llm_rules:
+        rules = orjson.loads(args.llm_rules.read_bytes())
+        if not isinstance(rules, dict):
+            raise ConfigError(f"{args.llm_rules} must hold a JSON object")
+        _put(changes, "openai.rules", rules)
     config.merge(changes)
     return config
 

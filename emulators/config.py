@@ -184,6 +184,12 @@ def _merge(obj: Any, data: Any, *, dry_run: bool, where: str) -> None:
 
 
 def _checked(path: str, name: str, current: Any, value: Any, obj: Any) -> Any:
+    if isinstance(obj, OpenAIConfig) and name in ("script", "rules"):
+        if not isinstance(value, type(current)):
+            raise ConfigError(f"{path} must be a {type(current).__name__}, not {value!r}")
+        for where, entry in value.items() if isinstance(value, dict) else enumerate(value):
+            _check_reply(f"{path}[{where!r}]", entry)
+        return value
     if name == "fault":
         if value is not None and value not in obj.FAULTS:
             raise ConfigError(f"{path} must be one of {', '.join(obj.FAULTS)} or null, not {value!r}")
@@ -203,6 +209,22 @@ def _checked(path: str, name: str, current: Any, value: Any, obj: Any) -> Any:
     if isinstance(current, (int, float)) and not isinstance(current, bool) and value < 0 and not name.endswith("_dbfs"):
         raise ConfigError(f"{path} must not be negative")
     return value
+
+
+REPLY_KEYS = frozenset({"text", "tool", "arguments"})
+
+
+def _check_reply(path: str, entry: Any) -> None:
+    """A scripted reply is a text or {"tool": name, "arguments": object or JSON text, "text": lead-in}:
+    a typo is a startup error, not a model that silently says the default reply."""
+    if isinstance(entry, str):
+        return
+    if not isinstance(entry, dict) or not entry or set(entry) - REPLY_KEYS:
+        raise ConfigError(f"{path} must be a text or an object with {', '.join(sorted(REPLY_KEYS))}, not {entry!r}")
+    if not isinstance(entry.get("text", ""), str) or not isinstance(entry.get("tool", ""), str):
+        raise ConfigError(f"{path}: text and tool must be strings")
+    if not isinstance(entry.get("arguments", {}), (dict, str)):
+        raise ConfigError(f"{path}: arguments must be an object or its JSON text")
 
 
 class EmulatorLog:

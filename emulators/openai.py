@@ -5,7 +5,11 @@ Routes: `POST /v1/chat/completions`, `POST /v1/responses`, `GET /v1/models` (a c
 What to answer: the first matching `rules` entry (a substring of the last user message), else the
 next `script` entry (in order, per server), else `default_reply`. An entry is a reply text or a
 tool call `{"tool": name, "arguments": {...}, "text": optional content before the call}`; a tool
-call is only made when the request offers tools. The reply is split into word-ish tokens
+call is only made when the request offers tools. So a test or a benchmark scripts what the model
+does per caller line (speak, call the tool, or both) with a rule table (`--llm-rules FILE`, or
+`{"openai": {"rules": ...}}` through `POST /_emulator/config`). Chat Completions streams a call
+as OpenAI does: the id and name in the call's first delta, the arguments JSON split across chunks
+(`ARGUMENT_PIECE` characters each), after any text, and `finish_reason` "tool_calls". The reply is split into word-ish tokens
 ("Hello", " there", ",") sent `llm_first_token` seconds after the request and then at
 `llm_token_rate` tokens/s; tool-call arguments are split into pieces on the same clock.
 
@@ -45,7 +49,7 @@ from emulators.common import (
 )
 
 _TOKEN = re.compile(r"\s*[\w']+|\s*[^\w\s]+|\s+")
-ARGUMENT_PIECE = 8  # characters of tool-call arguments per streamed chunk
+ARGUMENT_PIECE = 8  # characters of tool-call arguments per chunk: about a token of JSON, as OpenAI sends them
 SYSTEM_FINGERPRINT = "fp_emu"
 
 
@@ -306,19 +310,23 @@ class ChatCompletions(_Endpoint):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def events() -> Iterator[tuple[bytes, bool]]:
-            tool_started = False
-            yield chunk({"role": "assistant", "content": "", "refusal": None} if reply.text or not reply.tool
-                        else {"role": "assistant", "content": None}), False
+            # As OpenAI streams a call: its id and name once, in the call's first delta (with the role
+            # when no text came before it), then the arguments JSON in pieces that are not valid JSON
+            # on their own; the client merges them by `index`. Text, if any, comes first.
+            head = {"index": 0, "id": reply.call_id, "type": "function",
+                    "function": {"name": reply.tool, "arguments": ""}}
+            if reply.text or not reply.tool:
+                yield chunk({"role": "assistant", "content": "", "refusal": None}), False
+            else:
+                yield chunk({"role": "assistant", "content": None, "tool_calls": [head], "refusal": None}), False
             for kind, piece in reply.pieces():
                 if kind == "text":
                     yield chunk({"content": piece}), True
-                elif not tool_started:
-                    tool_started = True
-                    yield chunk({"tool_calls": [{"index": 0, "id": reply.call_id, "type": "function",
-                                                 "function": {"name": reply.tool, "arguments": ""}}]}), False
-                    yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), True
-                else:
-                    yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), True
+                    continue
+                if head is not None and reply.text:
+                    yield chunk({"tool_calls": [head]}), False  # goes out with the first piece of arguments
+                head = None
+                yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), True
             yield chunk({}, finish), False
             if include_usage:
                 yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,

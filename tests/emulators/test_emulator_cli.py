@@ -54,3 +54,16 @@ async def test_cli_serves_until_interrupted() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_llm_rules_file_scripts_the_model_per_caller_line(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.json"
+    rules.write_text('{"delivery": "I can only book appointments.", '
+                     '"tuesday": {"tool": "record_booking_details", "arguments": {"intent": "provide_date"}}}')
+    cfg = config_from_args(build_parser().parse_args(["--llm-rules", str(rules), "--llm-reply", "Hi!"]))
+    assert list(cfg.openai.rules) == ["delivery", "tuesday"]
+    assert cfg.openai.rules["tuesday"]["arguments"] == {"intent": "provide_date"}
+    assert cfg.openai.default_reply == "Hi!"
+    rules.write_text('["not", "an", "object"]')
+    with pytest.raises(ValueError):
+        config_from_args(build_parser().parse_args(["--llm-rules", str(rules)]))

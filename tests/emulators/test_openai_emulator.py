@@ -176,3 +176,84 @@ async def test_responses_api_text_and_function_call(emu: EmulatorServer) -> None
     (call,) = events[-1].response.output
     assert call.type == "function_call" and call.name == "transfer_call"
     assert orjson.loads(call.arguments) == {"department": "sales"}
+
+
+async def _raw_chunks(oa: AsyncOpenAI, **kw: object) -> list:
+    stream = await oa.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, **kw)
+    return [chunk async for chunk in stream]
+
+
+async def test_tool_call_deltas_stream_as_openai_sends_them(emu: EmulatorServer) -> None:
+    args = {"date": "2026-11-24", "time": "15:00", "intent": "provide_both"}
+    emu.config.merge({"openai": {"script": [{"tool": "transfer_call", "arguments": args}]}})
+    async with client(emu) as oa:
+        chunks = await _raw_chunks(oa, tools=TOOLS)
+    first = chunks[0].choices[0].delta
+    # A call with no text: the role, a null content and the call's id and name in the first delta.
+    assert first.role == "assistant" and first.content is None
+    (head,) = first.tool_calls
+    assert head.index == 0 and head.id.startswith("call_") and head.type == "function"
+    assert head.function.name == "transfer_call" and head.function.arguments == ""
+    later = [tc for c in chunks[1:] if c.choices for tc in c.choices[0].delta.tool_calls or []]
+    assert all(tc.id is None and tc.function.name is None and tc.index == 0 for tc in later)
+    pieces = [tc.function.arguments for tc in later]
+    assert len(pieces) > 3 and orjson.loads("".join(pieces)) == args
+    for piece in pieces:  # each piece is a fragment, not a document
+        with pytest.raises(orjson.JSONDecodeError):
+            orjson.loads(piece)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert not any(c.choices[0].delta.content for c in chunks if c.choices)
+
+
+async def test_text_and_tool_call_in_one_response_scripted_by_rule(emu: EmulatorServer) -> None:
+    emu.config.merge({"openai": {"rules": {
+        "billing": {"text": "Okay, one moment.", "tool": "transfer_call", "arguments": {"department": "billing"}},
+        "hours": "We open at nine."}}})
+    asked = [{"role": "user", "content": "Can I talk to BILLING please"}]
+    async with client(emu) as oa:
+        stream = await oa.chat.completions.create(model="gpt-4o-mini", messages=asked, stream=True, tools=TOOLS)
+        chunks = [chunk async for chunk in stream]
+        # The same rule without tools on offer: the model can only speak.
+        plain = await oa.chat.completions.create(model="gpt-4o-mini", messages=asked)
+        hours = await oa.chat.completions.create(model="gpt-4o-mini", messages=[
+            {"role": "user", "content": "what are your hours?"}, {"role": "system", "content": "be brief"}],
+            tools=TOOLS)
+    kinds = ["text" if c.choices[0].delta.content else "tool" if c.choices[0].delta.tool_calls else "-"
+             for c in chunks if c.choices]
+    # Text first, then the call; never text after the call has started.
+    assert "text" in kinds and "tool" in kinds and kinds.index("tool") > max(i for i, k in enumerate(kinds) if k == "text")
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Okay, one moment."
+    heads = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or [] if tc.id]
+    assert len(heads) == 1 and heads[0].function.name == "transfer_call"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert plain.choices[0].message.content == "Okay, one moment." and plain.choices[0].message.tool_calls is None
+    assert hours.choices[0].message.content == "We open at nine." and hours.choices[0].finish_reason == "stop"
+
+
+async def test_midstream_failure_inside_the_tool_arguments(emu: EmulatorServer) -> None:
+    emu.config.merge({"openai": {"fault": "midstream", "fault_after_tokens": 2, "script": [
+        {"tool": "transfer_call", "arguments": {"department": "billing", "reason": "a long reason"}}]}})
+    got = ""
+    async with client(emu) as oa:
+        stream = await oa.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, tools=TOOLS)
+        with pytest.raises(openai.APIError):
+            async for chunk in stream:
+                for tc in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
+                    got += tc.function.arguments or ""
+    assert got and len(got) == 2 * 8  # two pieces of arguments, then the error: never a whole call
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(got)
+
+
+def test_malformed_scripted_replies_are_refused() -> None:
+    from emulators.config import ConfigError, EmulatorConfig
+
+    cfg = EmulatorConfig()
+    for bad in ({"rules": {"x": {"tool": "t", "argument": {}}}}, {"rules": {"x": 3}},
+                {"script": [{"tool": ["t"]}]}, {"script": [{"tool": "t", "arguments": [1]}]}, {"rules": ["x"]}):
+        with pytest.raises(ConfigError):
+            cfg.merge({"openai": bad})
+    assert cfg.openai.rules == {} and cfg.openai.script == []
+    cfg.merge({"openai": {"rules": {"x": {"tool": "t", "arguments": '{"a": 1}', "text": "Ok."}, "y": "Hi."}}})
+    assert list(cfg.openai.rules) == ["x", "y"]
