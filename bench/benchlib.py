@@ -48,8 +48,8 @@ def fmt(value: Any, digits: int = 0, unit: str = "") -> str:
 
 
 def loadgen_limits(r: dict[str, Any]) -> list[str]:
-    """The report's load-generator verdict, judged again with the current bounds of gateway.bench."""
-    from gateway.bench import loadgen_limits as judge
+    """The report's load-generator verdict, judged again with the current bounds of loadgen.bench."""
+    from loadgen.bench import loadgen_limits as judge
 
     cfg = r.get("config", {})
     shared = cfg.get("loadgen_cpu") is not None and cfg.get("emulators_cpu") == cfg.get("loadgen_cpu")

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.simcaller import CallerTurn, run_call  # noqa: E402
+from loadgen.simcaller import CallerTurn, run_call  # noqa: E402
 from tests.support import run_emulators, run_gateway  # noqa: E402
 
 # Two kinds of calls, alternating: one books (its offers differ call to call as slots fill), one asks for a

@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway import bench as B  # noqa: E402
-from gateway.simcaller import CallerTurn, run_call  # noqa: E402
+from loadgen import bench as B  # noqa: E402
+from loadgen.simcaller import CallerTurn, run_call  # noqa: E402
 
 UTTERANCE = "Yes, that is right."
 REPLY = "Okay, noted."  # the emulated LLM's reply: short, so a call is a second or two of audio

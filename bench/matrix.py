@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, fmt, row_figures, wait_quiet  # noqa: E402
 
-from gateway import bench as B  # noqa: E402
+from loadgen import bench as B  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -83,7 +83,7 @@ def write_markdown(doc: dict, path: Path) -> str:
         f"TTS first byte 150 ms. Caller-side overhead = voice-to-voice minus 300 ms endpointing minus those "
         f"providers' share. Gateway hops (wire): the caller's frame that ends the turn -> Deepgram, STT final -> "
         f"LLM request, first-phrase token -> TTS text, TTS first audio -> caller, each timed between the two "
-        f"processes that stamp those bytes (`gateway/bench_wire.py`). Test rig: the emulators and the caller past "
+        f"processes that stamp those bytes (`loadgen/wire_hops.py`). Test rig: the emulators and the caller past "
         f"their configured times (timer lateness); gateway hops + test rig = caller-side overhead, turn by turn."
         f"\n\n{table}\n")
     return table

@@ -6,7 +6,7 @@
 
 The gateway runs as `py-spy record --format raw -- python -m gateway serve`, pinned like the
 matrix (gateway core 0; py-spy, the emulators and the load generator core 1), under the same
-`gateway.bench` load as `voicegate bench --spawn`. When the load is done the gateway is stopped and
+`loadgen.bench` load as `voicegate bench --spawn`. When the load is done the gateway is stopped and
 py-spy writes its collapsed stacks (one line per distinct stack, with its sample count; idle
 threads are not sampled). `--gil` samples only the thread holding the GIL: Python's own CPU work,
 not threads parked on a queue or uvloop waiting in epoll (py-spy's idle detection does not see
@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import RESULTS, ROOT, wait_quiet  # noqa: E402
 
-from gateway import bench as B  # noqa: E402
+from loadgen import bench as B  # noqa: E402
 
 # What a sample was doing: the first marker met walking its stack from the leaf up (so a frame write
 # inside the Deepgram client counts as "provider WebSocket", not as Deepgram's own logic, and the

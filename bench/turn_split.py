@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.simcaller import CallerTurn, run_call  # noqa: E402
+from loadgen.simcaller import CallerTurn, run_call  # noqa: E402
 from tests.support import run_emulators, run_gateway  # noqa: E402
 
 SCRIPT = ["Hello, I would like to book an appointment", "Next Tuesday at 3 pm", "Yes, that's right"]

@@ -26,8 +26,8 @@ import psutil
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from benchlib import ROOT, wait_quiet  # noqa: E402
 
-from gateway.bench import BenchOptions, call_offsets, free_port  # noqa: E402
-from gateway.simcaller import FRAME_BYTES, FRAME_S  # noqa: E402
+from loadgen.bench import BenchOptions, call_offsets, free_port  # noqa: E402
+from loadgen.simcaller import FRAME_BYTES, FRAME_S  # noqa: E402
 from gateway.twilio_protocol import inbound_media_message  # noqa: E402
 
 SETTLE_S = 4.0  # connections up and sending before the measurement starts

@@ -27,7 +27,7 @@ from dialog.intents import Intent
 from dialog.latency import QUICK_PROMPT_KEYS, LatencySuite, cache_key, normalize_intent, quality_score
 from dialog.responder import ReplyEnd, ReplyPiece, RuleResponder
 from dialog.slots import TimeOfDay
-from gateway.events import StartReply
+from dialog.events import StartReply
 from providers.base import LanguageModel, ProviderError, ToolCall
 
 log = logging.getLogger("voicegate.dialog.llm")

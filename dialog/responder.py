@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import AsyncIterator, Callable, Protocol
 
-from gateway.events import StartReply
+from dialog.events import StartReply
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """When a request or a message reached the emulator process, not when its handler got round to it.
 
 The benchmark times the gateway's hops between two stamps, one of them an emulator's "received"
-(`gateway/bench_wire.py`). Stamped in the handler, that also counts the emulator's own work before it:
+(`loadgen/wire_hops.py`). Stamped in the handler, that also counts the emulator's own work before it:
 uvicorn parsing the request and starting a task for it, or the WebSocket message waiting in the
 connection's queue for the handler's next `receive()`. On a loaded emulator (100 calls' worth of
 Deepgram audio, LLM tokens and TTS chunks on one loop) that is a loop iteration or more, charged to

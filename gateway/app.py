@@ -25,7 +25,7 @@ from dialog.responder import Responder, RuleResponder
 from dialog.store import Store
 from gateway import auth, dashboard, eager_tasks, metrics, twiml
 from gateway.call import CLOSE_BUSY, CLOSE_FORBIDDEN, CLOSE_NOT_READY, CallServices, MediaCall
-from gateway.config import Settings
+from providers.settings import Settings
 from gateway.gc_pacer import GcPacer, freeze_heap
 from gateway.logs import event as log_event, mask_number
 from gateway.security import RateLimits, SecurityMiddleware, TwilioSignatures

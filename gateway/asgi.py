@@ -2,7 +2,7 @@
 so each configures its own logging here (a worker process does not inherit the parent's)."""
 
 from gateway.app import create_app
-from gateway.config import Settings
+from providers.settings import Settings
 from gateway.logs import setup_logging
 
 settings = Settings.from_env()

@@ -26,7 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from dialog.responder import ReplyEnd, Responder
 from gateway import eager_tasks, metrics
 from gateway.direct_receive import DIRECT_RECEIVE
-from gateway.events import (
+from dialog.events import (
     Action, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, ForwardAudio, HangUp, MarkEchoed,
     ProviderFailed, ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia, SpeechAudio, SpeechDone, StartReply,
     Synthesize, Tick, TranscribeUtterance, TranscriptReceived, TurnTimings,
@@ -92,7 +92,7 @@ class InboundAudioBudget:
 class CallServices:
     """What a call needs from its process: passed in, never imported as globals."""
 
-    settings: object  # gateway.config.Settings
+    settings: object  # providers.settings.Settings
     engines: object  # providers.engines.Engines
     make_responder: Callable[[CallInfo, dict | None], Responder]  # (call, dialog snapshot to resume)
     store: object | None = None  # dialog.store.Store (sync; used through `run_store`)

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from providers.settings import Settings, load_settings_or_report
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -18,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         case "serve":
             return serve(rest)
         case "call":
-            from gateway.simcaller import main as call_main
+            from loadgen.simcaller import main as call_main
 
             return call_main(rest)
         case "emulate":
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return emulate_main(rest)
         case "bench":
-            from gateway.bench import main as bench_main
+            from loadgen.bench import main as bench_main
 
             return bench_main(rest)
         case "dial":
@@ -39,26 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def load_settings():
-    """Settings from the environment, or None after printing which variable is wrong."""
-    from gateway.config import ConfigError, Settings
-
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        print(f"voicegate: configuration error: {exc}", file=sys.stderr)
-        return None
-
-
 def serve(argv: list[str]) -> int:
-    from gateway.config import Settings
-
     parser = argparse.ArgumentParser(prog="voicegate serve", description="Run the gateway.")
     parser.add_argument("--host", default=None)
     parser.add_argument("--port", type=int, default=None, help="default: $PORT or 8000")
     parser.add_argument("--workers", type=int, default=None, help="default: $WEB_CONCURRENCY or 1")
     args = parser.parse_args(argv)
-    settings = load_settings()
+    settings = load_settings_or_report()
     if settings is None:
         return 2
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v}
@@ -106,7 +95,7 @@ def bookings(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     parser.add_argument("--db", default=None, help="default: $VOICEGATE_DB")
     args = parser.parse_args(argv)
-    settings = load_settings() if not args.db else None
+    settings = load_settings_or_report() if not args.db else None
     if not args.db and settings is None:
         return 2
     store = Store(args.db or settings.voicegate_db)

@@ -10,7 +10,7 @@ import re
 import sys
 
 from gateway import twiml
-from gateway.config import Settings
+from providers.settings import Settings, load_settings_or_report
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", required=True, help="the number to call, E.164")
     parser.add_argument("--from", dest="from_", default="", help="a Twilio number of yours (default $TWILIO_CALLER_ID)")
     args = parser.parse_args(argv)
-    from gateway.cli import load_settings
-
-    settings = load_settings()
+    settings = load_settings_or_report("voicegate dial")
     if settings is None:
         return 2
     if not settings.twilio_rest_enabled:

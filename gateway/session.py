@@ -30,7 +30,7 @@ from audio.ring_buffer import RingBuffer
 from audio.vad import EnergyVad, SpeechEnded, SpeechStarted, VadConfig
 from dialog.chunker import SentenceChunker
 from dialog.text_clean import clean_caller_text, clean_for_speech
-from gateway.events import (
+from dialog.events import (
     Action, AudioReceived, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, ForwardAudio, HangUp, MarkEchoed,
     ProviderFailed, ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia, SpeechAudio, SpeechDone, StartReply,
     Synthesize, Tick, TranscribeUtterance, TranscriptReceived, TurnTimings,

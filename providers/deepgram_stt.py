@@ -50,8 +50,8 @@ import websockets.asyncio.client
 import websockets.exceptions
 from websockets.frames import DATA_OPCODES, Frame, Opcode
 
-from gateway.config import Settings
-from gateway.ws_direct import can_send_now, write_now
+from providers.settings import Settings
+from providers.ws_direct import can_send_now, write_now
 from providers.base import CallInfo, ProviderAuthError, ProviderError, SttCallback, SttResult
 from providers.retry import ProviderCounters, backoff_delay
 

@@ -51,7 +51,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
-from gateway.config import Settings
+from providers.settings import Settings
 from providers.base import CallInfo, ProviderAuthError, ProviderError, ProviderTimeout
 from providers.deadline import ReadDeadline
 from providers.retry import ProviderCounters

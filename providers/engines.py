@@ -17,7 +17,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from gateway.config import Settings
+from providers.settings import Settings
 from providers.base import LanguageModel, SpeechToText, TextToSpeech
 from providers.breaker import BreakerBoard
 from providers.chain import FallbackStt, FallbackTts, GuardedLlm

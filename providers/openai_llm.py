@@ -35,7 +35,7 @@ import orjson
 from openai._vendor.httpx_aiohttp.transport import AiohttpTransport  # the transport DefaultAioHttpClient builds
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from gateway.config import Settings
+from providers.settings import Settings
 from providers.base import LlmChunk, ProviderAuthError, ProviderError, ProviderTimeout, ToolCall
 from providers.deadline import ReadDeadline
 from providers.http_pool import SparePool

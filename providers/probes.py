@@ -35,7 +35,7 @@ from deepgram.core.api_error import ApiError as DeepgramApiError
 from elevenlabs.client import AsyncElevenLabs
 from elevenlabs.core.api_error import ApiError as ElevenLabsApiError
 
-from gateway.config import SECRET_FIELDS, Settings
+from providers.settings import SECRET_FIELDS, Settings
 from providers.base import ProviderAuthError, ProviderError, ProviderTimeout
 from providers.deepgram_stt import DeepgramStt
 from providers.elevenlabs_tts import ElevenLabsWsTts

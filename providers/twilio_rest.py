@@ -25,7 +25,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
-from gateway.config import Settings
+from providers.settings import Settings
 from providers.base import ProviderAuthError, ProviderError, ProviderTimeout
 from providers.retry import ProviderCounters
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from gateway.bench import free_port, stop_process  # noqa: F401  (the benchmarks' helpers serve the tests too)
+from loadgen.bench import free_port, stop_process  # noqa: F401  (the benchmarks' helpers serve the tests too)
 
 
 ROOT = Path(__file__).resolve().parent.parent

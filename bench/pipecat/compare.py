@@ -6,7 +6,7 @@
 
 For each load level and each system: fresh emulators pinned to `--loadgen-cpu`, a fresh server
 pinned to `--gateway-cpu` (voicegate: `python -m gateway serve`; Pipecat: bench/pipecat/server.py in
-bench/pipecat/.venv), then the same `gateway.bench` run against it: the same caller audio and
+bench/pipecat/.venv), then the same `loadgen.bench` run against it: the same caller audio and
 script (greeting, 3 utterances, the second a barge-in 500 ms into the reply), the same emulated
 latencies, the same sampling of the server's CPU and RSS. Pipecat gets levels above the first one
 it fails at (more than half its calls failed, or its server died) recorded as skipped, not run.
@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from benchlib import RESULTS, fmt, row_figures, wait_quiet  # noqa: E402
 
-from gateway import bench as B  # noqa: E402
+from loadgen import bench as B  # noqa: E402
 
 PIPECAT_PYTHON = HERE / ".venv" / "bin" / "python"
 PIPECAT_EOS_WAIT_MS = 200.0  # pipecat.audio.vad.vad_analyzer.VAD_STOP_SECS

@@ -4,7 +4,7 @@ Runs in bench/pipecat/.venv (pipecat-ai 1.14.0; see setup.sh), never in voicegat
 
     bench/pipecat/.venv/bin/python bench/pipecat/server.py --port 8765 --emulators http://127.0.0.1:9100
 
-`WS /ws` takes a Twilio Media Stream (what `gateway.simcaller` sends). The pipeline is the one in
+`WS /ws` takes a Twilio Media Stream (what `loadgen.simcaller` sends). The pipeline is the one in
 pipecat-examples `twilio-chatbot/inbound/bot.py`, with Google/Cartesia swapped for the services the
 comparison needs:
 

@@ -14,7 +14,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def cloud_engines_wired() -> bool:
     """Whether the gateway builds its cloud engines from the environment (so `--spawn` has a gateway to
     measure). Asked of the real `Engines`, not guessed from the source."""
-    from gateway.config import Settings
+    from providers.settings import Settings
     from providers.engines import Engines
 
     settings = Settings.from_env({}, local_engines=False, deepgram_api_key="dg-probe", openai_api_key="sk-probe",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import bench
+from loadgen import bench
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from dialog.latency import LatencySuite, MemoryBackend, ResponseCache, quality_s
 from dialog.llm_responder import LlmResponder, parse_tool_arguments, trim_history
 from dialog.machine import Conversation, DialogSettings, State
 from dialog.responder import ReplyEnd, RuleResponder
-from gateway.events import StartReply
+from dialog.events import StartReply
 from providers.base import ProviderError, ToolCall
 
 NOW = datetime(2026, 11, 18, 10, 0, tzinfo=ZoneInfo("America/New_York"))

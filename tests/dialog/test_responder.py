@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from dialog.machine import Conversation, DialogSettings, State
 from dialog.responder import ReplyEnd, RuleResponder
 from dialog.store import Store
-from gateway.events import StartReply
+from dialog.events import StartReply
 
 NOW = datetime(2026, 11, 18, 10, 0, tzinfo=ZoneInfo("America/New_York"))
 

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 from starlette.websockets import WebSocketState
 
 from gateway.call import CLOSE_SLOW_CONSUMER, MAX_OUTBOUND_BACKLOG, MEDIA_FRAMES_PER_MESSAGE, CallServices, MediaCall
-from gateway.config import Settings
+from providers.settings import Settings
 from gateway.direct_receive import DIRECT_RECEIVE
-from gateway.events import SendMark, SendMedia, StartReply
+from dialog.events import SendMark, SendMedia, StartReply
 from gateway.logs import call_sid_var
 from gateway.session import SessionSettings
 

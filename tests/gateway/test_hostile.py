@@ -18,12 +18,12 @@ import websockets
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gateway import twilio_protocol as tp
-from gateway.events import (
+from dialog.events import (
     AudioReceived, CallEnded, CallStarted, DtmfReceived, MarkEchoed, ProviderFailed, ReplyDelta, ReplyDone,
     SendMedia, SpeechAudio, SpeechDone, Tick, TranscriptReceived,
 )
 from gateway.session import CallSession, Phase
-from gateway.simcaller import CallerTurn, run_call
+from loadgen.simcaller import CallerTurn, run_call
 
 # ------------------------------------------------------------------ property-based fuzzing
 

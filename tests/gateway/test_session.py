@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from audio import mulaw
-from gateway.events import (
+from dialog.events import (
     AudioReceived, CallEnded, CallStarted, CancelReply, DtmfReceived, HangUp, MarkEchoed, ProviderFailed,
     ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia, SpeechAudio, SpeechDone, StartReply, Synthesize, Tick,
     TranscribeUtterance, TranscriptReceived, TurnTimings,
@@ -382,7 +382,7 @@ def test_turn_timings_split_adds_up():
 
 
 def test_streaming_stt_gets_only_speech_with_preroll_and_tail():
-    from gateway.events import ForwardAudio
+    from dialog.events import ForwardAudio
 
     d = Driver()
     d.session.forward_audio = True

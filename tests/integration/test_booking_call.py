@@ -14,7 +14,7 @@ import pytest
 
 from dialog.machine import Conversation, DialogSettings
 from dialog.store import Store
-from gateway.simcaller import CallerTurn, run_call
+from loadgen.simcaller import CallerTurn, run_call
 
 pytestmark = pytest.mark.timeout(240)
 

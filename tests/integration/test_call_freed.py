@@ -19,11 +19,11 @@ import pytest
 import uvicorn
 
 from gateway.app import create_app
-from gateway.bench import free_port
-from gateway.config import Settings
+from loadgen.bench import free_port
+from providers.settings import Settings
 from gateway.direct_receive import DirectReceiveProtocol
 from gateway.http_protocol import HttpProtocol
-from gateway.simcaller import CallerTurn, run_call
+from loadgen.simcaller import CallerTurn, run_call
 from tests.support import run_emulators
 
 pytestmark = pytest.mark.timeout(120)

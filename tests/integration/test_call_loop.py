@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from gateway.simcaller import CallerTurn, run_call
+from loadgen.simcaller import CallerTurn, run_call
 
 pytestmark = pytest.mark.timeout(180)
 

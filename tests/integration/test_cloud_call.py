@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from emulators.elevenlabs import expected_audio
-from gateway.simcaller import CallerTurn, run_call
+from loadgen.simcaller import CallerTurn, run_call
 from tests.support import run_emulators, run_gateway
 
 pytestmark = pytest.mark.timeout(240)

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import pytest
 
-from gateway.simcaller import CallerTurn, CallReport, run_call
+from loadgen.simcaller import CallerTurn, CallReport, run_call
 from providers.deepgram_stt import RESULT_TIMEOUT_SECONDS
 from providers.elevenlabs_tts import FIRST_BYTE_TIMEOUT_SECONDS
 from providers.openai_llm import BETWEEN_TOKENS_TIMEOUT_SECONDS, FIRST_TOKEN_TIMEOUT_SECONDS

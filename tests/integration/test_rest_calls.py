@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from gateway.simcaller import CallerTurn, run_call
+from loadgen.simcaller import CallerTurn, run_call
 from tests.support import run_emulators, run_gateway
 
 pytestmark = pytest.mark.timeout(240)

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import redis
 
-from gateway.simcaller import CallerTurn, run_call
+from loadgen.simcaller import CallerTurn, run_call
 from tests.support import run_gateway, run_redis
 
 pytestmark = pytest.mark.timeout(400)

@@ -11,7 +11,7 @@ from deepgram.core.unchecked_base_model import construct_type
 from deepgram.listen.v1.socket_client import V1SocketClientResponse
 
 from emulators.server import EmulatorServer
-from gateway.config import Settings
+from providers.settings import Settings
 from providers import retry
 from providers.base import CallInfo, ProviderAuthError, ProviderError, SttResult
 from providers.deepgram_stt import DeepgramOptions, DeepgramStream, DeepgramStt, ReplayBuffer, deepgram_environment

@@ -8,7 +8,7 @@ import pytest
 
 from emulators.elevenlabs import expected_audio
 from emulators.server import EmulatorServer
-from gateway.config import Settings
+from providers.settings import Settings
 from providers.base import CallInfo, ProviderAuthError, ProviderError, ProviderTimeout
 from providers.elevenlabs_tts import ElevenLabsHttpTts, ElevenLabsWsTts, TtsTimeouts, ws_base_url
 from provider_helpers import closed_port

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from emulators.server import EmulatorServer
-from gateway.config import Settings
+from providers.settings import Settings
 from providers.base import ProviderAuthError, ProviderError, ProviderTimeout, ToolCall
 from providers.http_pool import SPARE_CONNECTIONS, SparePool
 from providers.openai_llm import LlmTimeouts, OpenAiLlm, retry_after_seconds

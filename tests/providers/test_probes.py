@@ -9,7 +9,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from emulators.server import EmulatorServer
-from gateway.config import Settings
+from providers.settings import Settings
 from providers.probes import PROVIDERS, ProbeCache, probe_all, scrub
 from provider_helpers import closed_port
 

@@ -7,7 +7,7 @@ from typing import AsyncIterator
 import pytest
 
 from emulators.server import EmulatorServer
-from gateway.config import Settings
+from providers.settings import Settings
 from providers.base import ProviderAuthError, ProviderError
 from providers.twilio_rest import TwilioRest
 from provider_helpers import closed_port

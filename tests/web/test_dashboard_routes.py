@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from gateway.auth import issue_token, verify_token
-from gateway.simcaller import CallerTurn, run_call
+from loadgen.simcaller import CallerTurn, run_call
 from tests.web.web_helpers import DASHBOARD_TOKEN, http, login, ws_url
 
 SENTENCE = "Hello, I would like to book an appointment"

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from gateway.simcaller import CallerTurn, run_call
+from loadgen.simcaller import CallerTurn, run_call
 from tests.support import ROOT, RunningGateway, free_port, stop_process
 from tests.web.web_helpers import http
 

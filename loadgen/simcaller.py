@@ -80,7 +80,7 @@ from audio import mulaw
 from audio.resample import resample
 from gateway import twilio_protocol as tp
 from gateway.twilio_protocol import Clear, Mark, Media, ProtocolError
-from gateway.ws_direct import send_now
+from providers.ws_direct import send_now
 
 __all__ = [
     "CallReport",
@@ -1117,7 +1117,7 @@ def _twilio_signature() -> str | None:
         return None
     from twilio.request_validator import RequestValidator
 
-    from gateway.config import Settings
+    from providers.settings import Settings
 
     settings = Settings.from_env()
     return RequestValidator(settings.twilio_auth_token).compute_signature(settings.media_stream_url, {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.bench_wire import Configured, describe, wire_overhead
+from loadgen.wire_hops import Configured, describe, wire_overhead
 
 CONFIGURED = Configured(end_of_speech_ms=300, stt_final_ms=150, llm_first_phrase_ms=340, tts_first_byte_ms=150)
 WAIT = CONFIGURED.stt_wait_s

@@ -9,6 +9,7 @@ never echoing a secret.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Mapping
 from urllib.parse import urlsplit
@@ -196,3 +197,12 @@ def _parse(field_name: str, env_name: str, raw: str, kind: type) -> object:
     if secret and any(c.isspace() for c in value):
         raise ConfigError(f"{env_name} contains whitespace inside the key; check for a paste error")
     return value
+
+
+def load_settings_or_report(program: str = "voicegate") -> Settings | None:
+    """Settings from the environment, or None after printing which variable is wrong (for commands)."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        print(f"{program}: configuration error: {exc}", file=sys.stderr)
+        return None

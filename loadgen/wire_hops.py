@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from dialog.latency import normalize_intent as _norm  # lower-case words only
-from gateway.simcaller import FRAME_MS  # the caller's audio frames
+from loadgen.stats import summarize
+from loadgen.simcaller import FRAME_MS  # the caller's audio frames
 
 # A final more than this after the caller stopped speaking belongs to nobody's turn.
 MAX_STT_WAIT_S = 2.0
@@ -109,7 +110,6 @@ def wire_overhead(records: Sequence[dict[str, Any]], log: dict[str, Any], *, con
     """Per-turn hop times in ms, the rig's share beside them, and their summaries.
     `first_phrase_token(reply_text) -> k`, the index of the token on whose arrival the gateway has
     its first phrase."""
-    from gateway.bench import summarize
 
     offset = time.time() - time.monotonic() if wall_offset is None else wall_offset
     calls = [[_Turn(t["speech_end"] + offset, t["reply_arrival"] + offset, t["text"], t.get("latency_ms"),

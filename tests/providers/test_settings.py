@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import ConfigError, Settings
+from providers.settings import ConfigError, Settings
 
 
 def test_defaults_and_overrides():

@@ -4,7 +4,7 @@
     voicegate bench --spawn -c 100 --gateway-cpu 0 --loadgen-cpu 1 --json out.json
     voicegate bench --url ws://127.0.0.1:8000/twilio/media --gateway-pid 1234 -c 10
 
-Each call is a real-time `gateway.simcaller` call (20 ms frames, marks echoed, a simulated
+Each call is a real-time `loadgen.simcaller` call (20 ms frames, marks echoed, a simulated
 speaker): it waits for the greeting, then speaks `--turns` utterances, the one at `--barge-in-turn`
 500 ms into the agent's previous reply (a barge-in). Calls start `--ramp-s` apart in total (never
 all in one millisecond), at phases spread over the 20 ms frame clock as independent callers' are;
@@ -57,7 +57,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
-from gateway.simcaller import FRAME_BYTES, FRAME_S, CallerTurn, CallReport, run_call
+from loadgen.stats import percentile, summarize
+from loadgen.simcaller import FRAME_BYTES, FRAME_S, CallerTurn, CallReport, run_call
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -355,27 +356,6 @@ def provider_share_ms(stt_final_delay: float, llm_first_token: float, llm_token_
 
 
 # ------------------------------------------------------------------ statistics
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default); None for no values."""
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def summarize(values: Sequence[float], qs: Sequence[float] = (0.5, 0.95, 0.99)) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": len(values)}
-    for q in qs:
-        v = percentile(values, q)
-        out[f"p{round(q * 100)}"] = None if v is None else round(v, 1)
-    out["mean"] = round(sum(values) / len(values), 1) if values else None
-    out["max"] = round(max(values), 1) if values else None
-    return out
 
 
 def parse_histogram(text: str, name: str) -> dict[float, float]:
@@ -716,7 +696,7 @@ def call_record(report: CallReport, started: float, ended: float) -> dict[str, A
         "turns": [{"rule": t.rule, "latency_ms": t.latency_ms, "clear_ms": t.clear_ms, "barged_in": t.barged_in,
                    "interrupted": t.interrupted, "underruns": t.underruns, "reply_timeout": t.reply_timeout,
                    "reply_ms": t.reply_ms, "kind": t.kind, "text": t.text,
-                   # monotonic, for bench_wire
+                   # monotonic, for wire_hops
                    "speech_end": t.speech_end, "reply_arrival": t.reply_arrival, "sends_after_end": t.sends_after_end}
                   for t in report.turns],
         "underruns": report.underruns,
@@ -899,7 +879,7 @@ def read_emulator_settings(emulators_url: str) -> dict[str, Any] | None:
 
 def read_emulator_log(emulators_url: str, roles: dict[str, tuple[str, int]] | None = None) -> dict | None:
     """Everything the emulators recorded (the endpointing asked for, the hop times of
-    `gateway.bench_wire`); None if unreadable. A role served by its own process (`roles`) is read there."""
+    `loadgen.wire_hops`); None if unreadable. A role served by its own process (`roles`) is read there."""
     try:
         status, body = http_get(emulators_url + "/_emulator/log", timeout=60)
         if status != 200:
@@ -1009,7 +989,7 @@ def code_version() -> dict[str, Any]:
                                 cwd=ROOT, capture_output=True, text=True, timeout=5).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return {"commit": None}
-    dirty = sorted(line[3:] for line in status if not line.endswith("gateway/bench.py"))  # the tool, not the target
+    dirty = sorted(line[3:] for line in status if not line.endswith("loadgen/bench.py"))  # the tool, not the target
     return {"commit": commit or None, "dirty_files": dirty}
 
 
@@ -1063,11 +1043,11 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
                            "end_of_speech_wait_source": eos_source, "first_phrase_rule": opts.first_phrase_rule,
                            **{k: round(v, 1) for k, v in share.items()}}
 
-    # The gateway's hops timed on the wire (gateway.bench_wire): the overhead without the emulators' lateness.
+    # The gateway's hops timed on the wire (loadgen.wire_hops): the overhead without the emulators' lateness.
     overhead_wire = None
     if emulated is not None and emulator_log is not None and overhead_caller is not None:
         from emulators.openai import tokenize
-        from gateway.bench_wire import Configured, wire_overhead
+        from loadgen.wire_hops import Configured, wire_overhead
 
         configured = Configured(overhead_caller["end_of_speech_wait_ms"], share["stt_final_ms"],
                                 share["llm_first_phrase_ms"], share["tts_first_byte_ms"])
@@ -1209,7 +1189,7 @@ def _f(value: Any, unit: str = "", digits: int = 1) -> str:
 
 
 def format_report(r: dict[str, Any]) -> str:
-    from gateway.bench_wire import describe as describe_wire
+    from loadgen.wire_hops import describe as describe_wire
 
     v2v, oc, og, bi, ur = r["voice_to_voice_ms"], r["overhead_caller_ms"], r["overhead_gateway_ms"], \
         r["barge_in_clear_ms"], r["underruns"]

@@ -20,8 +20,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from audio import mulaw
-from gateway import simcaller, twilio_protocol as tp
-from gateway.simcaller import CallerTurn, Playback, load_wav_mulaw, mulaw_frames, run_call, save_wav
+from gateway import twilio_protocol as tp
+from loadgen import simcaller
+from loadgen.simcaller import CallerTurn, Playback, load_wav_mulaw, mulaw_frames, run_call, save_wav
 
 RATE = 8000
 SILENT_FRAMES_FOR_END = 15  # 300 ms of 0xFF ends the caller's utterance in the fake
