@@ -53,6 +53,9 @@ class SttResult:
     is_final: bool
     end_of_turn: bool
     error: str = ""  # set when the engine gave up (after its own retries): the call apologises
+    # Set when the engine heard something but judged it unreliable (a whisper repetition loop, text
+    # hallucinated on noise): `text` is then empty; the value names why (whisper_stt.REJECT_REASONS).
+    rejected: str = ""
 
 
 SttCallback = Callable[[SttResult], None]

@@ -142,7 +142,7 @@ class Engines:
         self.executors += [stt_pool, tts_pool]
         loop = asyncio.get_running_loop()
         whisper, piper = await asyncio.gather(
-            loop.run_in_executor(stt_pool, WhisperEngine.shared, settings.stt_workers),
+            loop.run_in_executor(stt_pool, WhisperEngine.shared, settings.stt_workers, settings.whisper_model),
             loop.run_in_executor(tts_pool, PiperEngine.shared),
         )
         return LocalWhisperStt(whisper, stt_pool), LocalPiperTts(piper, tts_pool)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from providers.local_models import WHISPER_MODELS
+
 
 class ConfigError(ValueError):
     """An environment variable has a value the gateway cannot use."""
@@ -83,6 +85,9 @@ class Settings:
     breaker_failure_threshold: int = 3  # consecutive failures that open a provider's circuit breaker
     breaker_reset_seconds: float = 15.0  # how long an open breaker sends calls straight to the fallback
     stt_workers: int = 2  # threads for local whisper: one per core
+    # The offline STT model (WHISPER_MODEL): "tiny.en" (default) or "base" (extra `whisper-base`);
+    # README "Offline speech recognition" has both measured on the STT corpus.
+    whisper_model: str = "tiny.en"
     tts_workers: int = 2
 
     @property
@@ -147,6 +152,8 @@ class Settings:
                 f"LATENCY_OPTIMIZATION_MODE must be one of {', '.join(LATENCY_MODES)}, "
                 f"not {self.latency_optimization_mode!r}"
             )
+        if self.whisper_model not in WHISPER_MODELS:
+            raise ConfigError(f"WHISPER_MODEL must be one of {', '.join(WHISPER_MODELS)}, not {self.whisper_model!r}")
         parts = urlsplit(self.public_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"PUBLIC_URL must be an http(s) URL such as https://voice.example.com, not {self.public_url!r}")

