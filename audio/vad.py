@@ -226,6 +226,7 @@ class EnergyVad:
         self._onset_frames = 0
         self._utt_start = 0
         self._last_voiced = 0
+        self._last_unvoiced = 0
         self._utt_frames = 0
 
     @property
@@ -252,6 +253,27 @@ class EnergyVad:
         utterance (0 before any speech). `position - last_voiced` is how long the caller has been
         quiet, without waiting for end_silence_ms to pass."""
         return self._last_voiced
+
+    @property
+    def voiced_run(self) -> int:
+        """Samples since the current utterance last had a frame under the stop threshold. Speech dips
+        between words every few hundred ms; a long run means something else holds the line above the
+        threshold (a noise bed, music, echo), and the end of speech must be found another way."""
+        if self._state is not _State.SPEAKING:
+            return 0
+        return self._analysed - max(self._last_unvoiced, self._utt_start)
+
+    def end_utterance(self) -> None:
+        """End the utterance in progress now, on another detector's word (a speech model heard the
+        caller stop under a noise the energy alone cannot see past). The floor moves up to the quiet end
+        of the recent levels, so the noise that held the utterance open does not start another one."""
+        if self._state is not _State.SPEAKING:
+            return
+        filled = min(self._utt_frames, self._steady_frames)
+        if filled:
+            recent = np.sort(self._levels[:filled]) if filled < self._steady_frames else np.sort(self._levels)
+            self._floor = max(self._config.min_level_dbfs, float(recent[len(recent) // 10]))
+        self._state = _State.IDLE
 
     def process(self, samples: npt.NDArray[np.int16]) -> list[VadEvent]:
         """Feed int16 samples (any length); returns the events they completed, in order."""
@@ -304,6 +326,8 @@ class EnergyVad:
             voiced = level > floor + cfg.stop_margin_db
             if voiced:
                 self._last_voiced = frame_end
+            else:
+                self._last_unvoiced = frame_end
             if level < floor:  # while speaking the floor may only fall
                 self._floor = max(cfg.min_level_dbfs, floor + (level - floor) * self._fall)
             self._levels[self._utt_frames % self._steady_frames] = level

@@ -105,6 +105,18 @@ class ProviderFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechAnalyzed:
+    """The model VAD's answer to an `AnalyzeSpeech`: speech probability and level of each 32 ms window
+    (256 samples at 8 kHz) of the audio asked about, the agent's echo taken out first."""
+
+    now: float
+    request_id: int
+    probabilities: tuple[float, ...]
+    levels_dbfs: tuple[float, ...] = ()
+    echo_erle_db: float = 0.0  # how much of the inbound energy was the agent's own echo
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed: the core may have frames to send or a timeout to act on."""
 
@@ -128,6 +140,7 @@ Event = (
     | MarkEchoed
     | DtmfReceived
     | ProviderFailed
+    | SpeechAnalyzed
     | Tick
     | CallEnded
 )
@@ -167,6 +180,31 @@ class TranscribeUtterance:
 
     turn_id: int
     audio: bytes  # mu-law 8 kHz, from the pre-roll before onset to the end of speech
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyzeSpeech:
+    """Ask the model VAD whether `audio` (the caller's mu-law) holds speech, taken at a decision (an
+    onset, a re-check, the end of speech under noise), never per frame. `reference` is what played at
+    the caller from `max_lag` samples before `audio` starts to its end, for taking the agent's own echo
+    out (empty when the agent was not audible). Answered by a `SpeechAnalyzed` with the same id."""
+
+    request_id: int
+    audio: bytes
+    reference: bytes = b""
+    max_lag: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Interruption:
+    """How an interruption of the agent ended, for metrics and the log: "confirmed" (the caller's words
+    cancelled the reply), "resumed" (no words followed: noise, a cough), "backchannel" (an "uh-huh": the
+    reply went on), "rejected" (the model VAD heard no caller speech, the agent's echo or noise: the
+    reply never stopped)."""
+
+    outcome: str
+    turn_id: int
+    paused_ms: float = 0.0  # how long the agent was silent (0 when it never stopped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +252,7 @@ class TurnTimings:
     heard_text: str  # what the caller heard (all of it, unless they barged in)
     interrupted: bool
     dtmf: str = ""
+    backchannel: bool = False  # an acknowledgement said while the agent talked: recorded, not answered
     speech_ended_at: float | None = None  # when the caller's last word ended (audio position)
     vad_end_at: float | None = None  # when the VAD decided the turn ended
     transcript_at: float | None = None
@@ -253,7 +292,9 @@ class TurnTimings:
 
 
 Action = (
-    SendMedia
+    AnalyzeSpeech
+    | Interruption
+    | SendMedia
     | SendMark
     | SendClear
     | ForwardAudio

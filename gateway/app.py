@@ -71,6 +71,8 @@ class Gateway:
             max_call_seconds=settings.max_call_seconds,
             idle_timeout_seconds=settings.idle_timeout_seconds,
             max_caller_text_chars=settings.max_caller_text_chars,
+            model_vad=settings.model_vad,  # each call turns it off if the model did not load
+            backchannels=settings.backchannels,
         )
         self.services = CallServices(
             settings=settings, engines=self.engines, make_responder=self.make_responder,

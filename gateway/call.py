@@ -18,7 +18,7 @@ import contextvars
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Awaitable, Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -27,9 +27,9 @@ from dialog.responder import ReplyEnd, Responder
 from gateway import eager_tasks, metrics
 from gateway.direct_receive import DIRECT_RECEIVE
 from dialog.events import (
-    Action, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, ForwardAudio, HangUp, MarkEchoed,
-    ProviderFailed, ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia, SpeechAudio, SpeechDone, StartReply,
-    Synthesize, Tick, TranscribeUtterance, TranscriptReceived, TurnTimings,
+    Action, AnalyzeSpeech, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, ForwardAudio, HangUp,
+    Interruption, MarkEchoed, ProviderFailed, ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia, SpeechAnalyzed,
+    SpeechAudio, SpeechDone, StartReply, Synthesize, Tick, TranscribeUtterance, TranscriptReceived, TurnTimings,
 )
 from gateway.logs import call_sid_var, event as log_event, mask_number, stream_sid_var
 from gateway.session import CallSession, SessionSettings
@@ -108,6 +108,9 @@ class MediaCall:
                  direction: str = "inbound") -> None:
         self.ws = ws
         self.services = services
+        self._speech = getattr(services.engines, "speech", None)  # the model VAD, if it loaded
+        if self._speech is None and session_settings.model_vad:
+            session_settings = replace(session_settings, model_vad=False)
         self.session = CallSession(session_settings)
         self._audio = self.session.audio  # the per-frame step, bound once
         self.direction = direction
@@ -417,6 +420,12 @@ class MediaCall:
                     self._cancel_reply(action)
                 case TurnTimings():
                     self._record_turn(action)
+                case AnalyzeSpeech():
+                    self._analyze_speech(action)
+                case Interruption():
+                    metrics.INTERRUPTIONS.labels(action.outcome).inc()
+                    log_event(log, "interruption", outcome=action.outcome, turn_id=action.turn_id,
+                              paused_ms=action.paused_ms)
                 case HangUp():
                     self._spawn(self._hang_up(action))
         if frames:
@@ -462,6 +471,29 @@ class MediaCall:
         self._writing = None
         if not task.cancelled() and task.exception() is None:
             self._write_out()
+
+    def _analyze_speech(self, action: AnalyzeSpeech) -> None:
+        """Run the model VAD in its worker thread; its answer comes back as an event. A failure is logged
+        and left unanswered: the core's verdict timeout lets the energy VAD decide."""
+        metrics.SPEECH_ANALYSES.inc()
+        future = self.loop.run_in_executor(self.services.engines.speech_pool, self._speech.analyze,
+                                           action.audio, action.reference, action.max_lag)
+        request = action.request_id
+        context = contextvars.copy_context()
+
+        def done(f: asyncio.Future) -> None:
+            if f.cancelled() or self._closing:
+                return
+            if f.exception() is not None:
+                context.run(log_event, log, "speech analysis failed", logging.WARNING,
+                            error=type(f.exception()).__name__)
+                metrics.ERRORS.labels("speech_model", "silero").inc()
+                return
+            result = f.result()
+            context.run(self._feed, SpeechAnalyzed(self.loop.time(), request, result.probabilities,
+                                                   result.levels_dbfs, result.echo_erle_db))
+
+        future.add_done_callback(done)
 
     # ------------------------------------------------------------------ replies
 
@@ -553,11 +585,12 @@ class MediaCall:
             "heard_text": timings.heard_text,
             "interrupted": timings.interrupted,
             "dtmf": timings.dtmf,
+            "backchannel": timings.backchannel,
             "timings": split,
             "at": time.time(),
         }
         self.turns.append(turn)
-        if timings.user_text is not None or timings.dtmf:
+        if (timings.user_text is not None or timings.dtmf) and not timings.backchannel:
             metrics.TURNS.labels(str(timings.interrupted).lower()).inc()
         metrics.observe_turn(split)
         log_event(log, "turn", turn_id=timings.turn_id, interrupted=timings.interrupted, dtmf=timings.dtmf or None,

@@ -27,7 +27,11 @@ ACTIVE_CALLS = Gauge("voicegate_active_calls", "Calls in progress", **_GAUGE_MOD
 CALLS = Counter("voicegate_calls_total", "Voice sessions started", ["direction"])
 CALLS_ENDED = Counter("voicegate_calls_ended_total", "Voice sessions ended", ["reason"])
 TURNS = Counter("voicegate_turns_total", "Caller turns answered", ["interrupted"])
-BARGE_INS = Counter("voicegate_barge_ins_total", "Replies cut off by the caller")
+BARGE_INS = Counter("voicegate_barge_ins_total", "Replies stopped for the caller (a clear sent)")
+INTERRUPTIONS = Counter("voicegate_interruptions_total",
+                        "How interruptions of the agent ended: confirmed by words, resumed, backchannel, "
+                        "or rejected by the model VAD as noise or echo", ["outcome"])
+SPEECH_ANALYSES = Counter("voicegate_speech_analyses_total", "Model VAD analyses run at turn-taking decisions")
 ERRORS = Counter("voicegate_errors_total", "Errors by type and provider", ["type", "provider"])
 PROTOCOL_ERRORS = Counter("voicegate_protocol_errors_total", "Malformed or hostile inbound messages", ["reason"])
 FRAMES_IN = Counter("voicegate_frames_in_total", "Inbound media messages")

@@ -1,42 +1,70 @@
 """The call core: one `CallSession` per call, sans-I/O. `handle(event) -> list[action]`.
 
 It owns the call's turn-taking and nothing else: caller audio goes into a ring buffer and the energy
-VAD; the VAD's end of speech (or the STT engine's own endpointing, whichever is first) ends a caller
-turn; the reply streams in as text deltas, is cut into sentences, each sentence is synthesized and
-its audio is paced out in 20 ms frames with a mark after it. Marks come back when the caller has
-heard the sentence, so at any moment the core knows what was heard.
+VAD; the reply streams in as text deltas, is cut into sentences, each sentence is synthesized and its
+audio is paced out in 20 ms frames with a mark after it. Marks come back when the caller has heard the
+sentence, and the pacer's playout clock says where in the reply the caller's ear is at any moment.
 
-Barge-in: caller speech while the agent is audible sends `clear`, cancels the reply, and the
-history keeps only the sentences whose marks came back, plus the words of the sentence in flight
-that had played by the time the caller started speaking (estimated from the pacer's playout clock).
-Marks of a cancelled reply that Twilio echoes after a `clear` are stale and ignored: Twilio echoes
-every pending mark on `clear`, so an echo then proves nothing.
+Signals, cheapest first. The energy VAD runs on every frame; it hears every sound that stands out from
+the line (speech, a cough, a door, traffic, music, the agent's own echo). Where it would change what the
+call does, and only there, the core asks a speech model (`AnalyzeSpeech`, answered by `SpeechAnalyzed`:
+Silero VAD on the inbound audio with the agent's echo taken out, `providers.speech_model`):
 
-If the caller resumes speaking after a turn ended but before any reply audio was sent, the reply is
-cancelled (rolled back in the dialog) and the two utterances are answered together, so a pause in
-mid-thought does not get two answers.
+- an onset: while the agent is audible, its frames are held (the few hundred ms already at the caller
+  play on) until the model answers; speech stops the agent (`clear`), anything else lets it go on as if
+  nothing happened. When nobody is talking, an onset the model calls noise starts no turn and no
+  transcription, and nothing of it goes to a streaming STT engine;
+- re-checks while an utterance lasts: one judged noise may turn into speech (a caller starting to talk
+  over music or their own echo), and one held open by a noise bed (no dip under the VAD's threshold for
+  `stuck_voiced_ms`) ends where the model heard the caller stop.
+
+An interruption is a hypothesis until the caller's words confirm it. A stopped reply keeps its text and
+audio (`gateway.reply_audio`) and its LLM and TTS streams go on. Words (an interim or final transcript)
+that are more than an acknowledgement confirm it: the reply is cancelled, and the history keeps what was
+heard (whole sentences, plus the words of the sentence in flight that had played by the `clear`, from
+the playout clock). An acknowledgement ("uh-huh", `dialog.turn_cues.is_backchannel`) is recorded and the
+reply resumes; so does one followed by no words at all (a cough, an empty transcript, or nothing within
+`false_interruption_timeout_ms` of the caller going quiet). It resumes from the last pause before the
+words the caller talked over, so nothing they did not hear is lost. Marks of a stopped reply that Twilio
+echoes after the `clear` are stale and ignored: Twilio echoes every pending mark on `clear`.
+
+End of turn: the VAD's end of speech or the STT engine's own endpointing, whichever is first, while the
+caller is quiet. If the words so far end mid-thought ("...on", "and", "um": `sounds_unfinished`) the
+reply waits for more, up to `unfinished_max_silence_ms` of silence. If the caller resumes speaking after
+a turn ended but before any reply audio played, the reply is cancelled (rolled back in the dialog) and
+the two utterances are answered together, so a pause in mid-thought does not get two answers.
 
 Time enters only as `event.now`. Nothing here awaits, logs, or touches a socket.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from audio.echo import PlayoutHistory
 from audio.framing import OutboundPacer, Mark as PacerMark
 from audio.ring_buffer import RingBuffer
 from audio.vad import EnergyVad, SpeechEnded, SpeechStarted, VadConfig
 from dialog.chunker import SentenceChunker
-from dialog.text_clean import clean_caller_text, clean_for_speech
 from dialog.events import (
-    Action, AudioReceived, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, ForwardAudio, HangUp, MarkEchoed,
-    ProviderFailed, ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia, SpeechAudio, SpeechDone, StartReply,
-    Synthesize, Tick, TranscribeUtterance, TranscriptReceived, TurnTimings,
+    Action, AnalyzeSpeech, AudioReceived, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, ForwardAudio,
+    HangUp, Interruption, MarkEchoed, ProviderFailed, ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia,
+    SpeechAnalyzed, SpeechAudio, SpeechDone, StartReply, Synthesize, Tick, TranscribeUtterance, TranscriptReceived,
+    TurnTimings,
 )
+from dialog.text_clean import clean_caller_text, clean_for_speech
+from dialog.turn_cues import is_backchannel, sounds_unfinished
+from gateway.reply_audio import Position, ReplyAudio, heard_words, speech_share
 
 SAMPLE_RATE = 8000
+MODEL_WINDOW = 256  # samples of 8 kHz audio per speech-model window (32 ms)
+# A line whose noise floor sits this far above the VAD's lowest is noisy (babble, traffic, a TV): its
+# troughs can keep the energy VAD from ever seeing the caller stop, so the model judges the end there.
+NOISY_LINE_DB = 6.0
+# The model found the agent's echo in the inbound audio when its reference explained this much of the
+# energy; an onset rejected with less was noise (for the metrics' outcome only).
+ECHO_EVIDENCE_DB = 6.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +90,37 @@ class SessionSettings:
     max_caller_text_chars: int = 2000
     max_consecutive_failures: int = 3  # apologies in a row before a polite goodbye
 
+    # --- turn-taking with a speech model (see the module docstring) ---
+    # Ask the model VAD at decisions. Off, every energy onset counts as speech (and an interruption is
+    # still only a hypothesis until words confirm it).
+    model_vad: bool = False
+    # A 32 ms window is speech at this Silero probability. 0.5 is Silero's own default; phone audio
+    # (8 kHz, upsampled) scores lower than wideband, so nothing stricter.
+    speech_threshold: float = 0.5
+    # Speech windows an onset needs: ~100 ms of speech. A cough or a door scores one or two at most; a
+    # syllable of real speech scores several.
+    onset_speech_windows: int = 3
+    # Audio before an onset the model also sees: its recurrent state settles on the line's noise first.
+    analysis_context_ms: int = 300
+    # No answer from the model in this long (a stuck worker): the onset counts as speech, as without it.
+    verdict_timeout_ms: int = 300
+    # While an utterance the model called noise goes on, or one a noise bed holds open, it is asked
+    # again this often, about the last `recheck_window_ms`.
+    recheck_ms: int = 200
+    recheck_window_ms: int = 600
+    # The VAD has not dipped under its threshold for this long: not speech alone (speech dips between
+    # words every few hundred ms): something holds it open, and the model decides where speech ended.
+    stuck_voiced_ms: int = 800
+    # How far behind the playout clock the agent's echo may come back (network + phone + acoustics).
+    echo_max_lag_ms: int = 400
+    # A stopped reply resumes when no words came this long after the caller went quiet (LiveKit's
+    # false-interruption timeout is 2 s; a transcript normally arrives well within this).
+    false_interruption_timeout_ms: int = 1500
+    # Acknowledgements while the agent talks ("uh-huh", "yeah") do not cancel its reply.
+    backchannels: bool = True
+    # Words that end mid-thought wait for more, up to this much silence after the caller's last word.
+    unfinished_max_silence_ms: int = 2000
+
     def vad_config(self) -> VadConfig:
         return replace(VadConfig(), end_silence_ms=self.end_of_speech_ms,
                        max_utterance_ms=int(self.max_utterance_seconds * 1000))
@@ -73,6 +132,12 @@ class Phase(Enum):
     ENDED = "ended"
 
 
+class Playback(Enum):
+    PLAYING = "playing"
+    HELD = "held"  # an onset is being judged: no new frames go out; those at the caller play on
+    STOPPED = "stopped"  # cleared for an interruption that words have not confirmed yet
+
+
 @dataclass
 class _Reply:
     """The agent's reply to one turn, from StartReply until it has played or was cut off."""
@@ -80,14 +145,23 @@ class _Reply:
     timings: TurnTimings
     chunker: SentenceChunker = field(default_factory=SentenceChunker)
     sentences: list[str] = field(default_factory=list)
+    audio: ReplyAudio = field(default_factory=ReplyAudio)
     synthesized: int = 0  # sentences whose audio is complete
     heard: int = 0  # sentences whose marks came back
-    mark_release: dict[int, tuple[float, float]] = field(default_factory=dict)  # sentence -> (starts, ends) at caller
     text_done: bool = False
     hang_up: bool = False
     transfer_to: str = ""
     audible: bool = False  # a frame of it has gone out
     reprompt: str = ""  # why this reply was not asked for by the caller ("apology")
+    playback: Playback = Playback.PLAYING
+    held_since: float | None = None
+    stopped_at: float | None = None
+    heard_to: Position | None = None  # the furthest point the caller's ear reached before a stop
+    resume_at: Position | None = None  # where a stopped reply starts again
+    resume_due: float | None = None  # a stopped reply resumes then, unless words come first
+    stopped_by: int | None = None  # the utterance that stopped it
+    question_heard: bool = False  # the interruption came during a question the caller had mostly heard
+    resumes: int = 0  # each resume sends fresh mark names: the old ones' echoes are stale
 
     @property
     def turn_id(self) -> int:
@@ -96,6 +170,25 @@ class _Reply:
     @property
     def finished_sending(self) -> bool:
         return self.text_done and self.synthesized == len(self.sentences)
+
+
+@dataclass
+class _Utterance:
+    """One energy-VAD utterance while the model judges it."""
+
+    id: int
+    start: int  # ring position of its audio, pre-roll included
+    onset: int  # where the energy VAD heard it start
+    onset_time: float
+    speech: bool | None = None  # None until the model answered
+    speech_from: int = 0  # ring position its transcription starts at
+    last_speech: int = 0  # where the model last heard speech in it
+    request: int | None = None  # the AnalyzeSpeech in flight
+    request_start: int = 0
+    analysed_to: int = 0
+    verdict_due: float | None = None
+    next_check: float | None = None
+    ended: SpeechEnded | None = None  # the VAD ended it while the model's answer was pending
 
 
 class CallSession:
@@ -116,23 +209,33 @@ class CallSession:
         # The utterance limit plus pre-roll, so a maximal utterance is still whole when it is cut.
         self._ring = RingBuffer(int((settings.max_utterance_seconds + 1.0) * SAMPLE_RATE))
         self._pacer = OutboundPacer(lead=settings.outbound_lead_ms / 1000.0, batch=settings.outbound_batch_ms / 1000.0)
+        self._played = PlayoutHistory()  # what the caller's phone played, for taking its echo out
         self._next_turn = 0
         self._reply: _Reply | None = None
         self._pending_text: list[str] = []  # final transcripts not yet answered
-        self._pending_dtmf = ""
-        self._utterance_start: int | None = None  # ring position of the current utterance (with pre-roll)
+        self._utt: _Utterance | None = None
+        self._next_utterance = 0
+        self._next_request = 0
         self._speech_ended_at: float | None = None
         self._vad_end_at: float | None = None
         self._awaiting_transcripts = 0  # utterances handed to a batch STT engine, not yet answered
+        self._hold_until: float | None = None  # an unfinished thought waits for more until then
         self._mark_names: dict[str, tuple[int, int]] = {}
         self._finish_deadline: float | None = None
         self._hangup_sent = False
+        self._now = 0.0  # the time of the event being handled
+        ms = SAMPLE_RATE // 1000
+        self._context = settings.analysis_context_ms * ms
+        self._recheck_window = settings.recheck_window_ms * ms
+        self._stuck = settings.stuck_voiced_ms * ms
+        self._end_silence = settings.end_of_speech_ms * ms
+        self._max_lag = settings.echo_max_lag_ms * ms
 
     # ------------------------------------------------------------------ public
 
     @property
     def agent_speaking(self) -> bool:
-        return self._reply is not None and self._reply.audible
+        return self._reply is not None and self._reply.audible and self._reply.playback is not Playback.STOPPED
 
     @property
     def reply_turn(self) -> int | None:
@@ -149,10 +252,18 @@ class CallSession:
     def next_deadline(self) -> float | None:
         """When the core next needs a `Tick`, if nothing else happens before."""
         # Called after every event (50 a second per call): plain comparisons, no temporary lists.
-        due = self._pacer.next_deadline()
-        for t in (self._finish_deadline, self._watchdog_deadline()):
+        reply = self._reply
+        due = self._pacer.next_deadline() if reply is None or reply.playback is Playback.PLAYING else None
+        for t in (self._finish_deadline, self._watchdog_deadline(), self._hold_until):
             if t is not None and (due is None or t < due):
                 due = t
+        if reply is not None and reply.resume_due is not None and (due is None or reply.resume_due < due):
+            due = reply.resume_due
+        utt = self._utt
+        if utt is not None:
+            for t in (utt.verdict_due, utt.next_check):
+                if t is not None and (due is None or t < due):
+                    due = t
         if self.phase is Phase.ACTIVE:
             settings = self.settings
             t = min(self.started_at + settings.max_call_seconds, self.last_audio_at + settings.idle_timeout_seconds)
@@ -163,6 +274,7 @@ class CallSession:
     def handle(self, event: Event) -> list[Action]:
         if self.phase is Phase.ENDED:
             return []
+        self._now = event.now
         match event:
             case AudioReceived():
                 return self._on_audio(event.now, event.payload)
@@ -180,6 +292,8 @@ class CallSession:
                 return self._on_reply_done(event)
             case TranscriptReceived():
                 return self._on_transcript(event)
+            case SpeechAnalyzed():
+                return self._on_analyzed(event)
             case DtmfReceived():
                 return self._on_dtmf(event)
             case ProviderFailed():
@@ -247,71 +361,235 @@ class CallSession:
 
     def _on_speech_started(self, ev: SpeechStarted, now: float) -> list[Action]:
         preroll = self.settings.preroll_ms * SAMPLE_RATE // 1000
-        self._utterance_start = max(ev.start - preroll, self._ring.oldest)
+        previous = self._utt
+        utt = _Utterance(self._next_utterance, max(ev.start - preroll, self._ring.oldest), ev.start,
+                         self._position_time(ev.start, now))
+        self._next_utterance += 1
+        self._utt = utt
         self._speech_ended_at = self._vad_end_at = None
+        if ev.start == ev.confirmed and previous is not None and previous.speech:
+            # The VAD cut a max-length utterance and the caller talks on: still speech, no new onset.
+            utt.last_speech = ev.start
+            return self._speech_confirmed(utt, now, ev.start)
+        if not self.settings.model_vad:
+            return self._speech_confirmed(utt, now, utt.start)
+        reply = self._reply
+        if reply is not None and reply.audible and reply.playback is Playback.PLAYING:
+            reply.playback, reply.held_since = Playback.HELD, now  # judge before stopping the agent
+        utt.verdict_due = now + self.settings.verdict_timeout_ms / 1000.0
+        return [self._analyze(utt, now, max(ev.start - self._context, self._ring.oldest))]
+
+    def _analyze(self, utt: _Utterance, now: float, start: int) -> AnalyzeSpeech:
+        end = self._ring.total
+        audio = self._ring.read_range(start, end)
+        reference, max_lag = b"", 0
+        t0 = self._position_time(start, now) - self._max_lag / SAMPLE_RATE
+        if self._played.playing_until() > t0:
+            max_lag = self._max_lag
+            reference = self._played.segment(t0, len(audio) + max_lag)
+        utt.request = self._next_request
+        self._next_request += 1
+        utt.request_start, utt.next_check = start, None
+        utt.analysed_to = max(utt.analysed_to, end)
+        return AnalyzeSpeech(utt.request, audio, reference, max_lag)
+
+    def _on_analyzed(self, ev: SpeechAnalyzed) -> list[Action]:
+        utt = self._utt
+        if utt is None or ev.request_id != utt.request:
+            return []  # an answer about an utterance that is over
+        utt.request = None
+        voiced = self._vad.noise_floor_dbfs + self._vad.config.stop_margin_db
+        speech = [i for i, p in enumerate(ev.probabilities)
+                  if p >= self.settings.speech_threshold and (not ev.levels_dbfs or ev.levels_dbfs[i] > voiced)]
+        if speech:
+            utt.last_speech = max(utt.last_speech, utt.request_start + (speech[-1] + 1) * MODEL_WINDOW)
+        actions: list[Action] = []
+        if not utt.speech:
+            if len(speech) >= self.settings.onset_speech_windows:
+                first = utt.request_start + speech[0] * MODEL_WINDOW
+                preroll = self.settings.preroll_ms * SAMPLE_RATE // 1000
+                start = utt.start if utt.speech is None else max(first - preroll, utt.start, self._ring.oldest)
+                actions += self._speech_confirmed(utt, ev.now, start)
+            elif utt.speech is None:
+                utt.speech, utt.verdict_due = False, None
+                actions += self._not_speech(ev.now, "echo" if ev.echo_erle_db >= ECHO_EVIDENCE_DB else "noise")
+        if utt.ended is not None:
+            ended, utt.ended = utt.ended, None
+            return actions + self._on_speech_ended(ended, ev.now)
+        if utt.speech and self._vad.speaking and self._ring.total - utt.last_speech >= self._end_silence:
+            # Something holds the VAD open, and the model has heard no speech for a whole end-of-speech
+            # silence: the caller has finished.
+            self._vad.end_utterance()
+            return actions + self._on_speech_ended(SpeechEnded(utt.last_speech, "silence"), ev.now)
+        if self._vad.speaking and self._utt is utt:
+            utt.next_check = ev.now + self.settings.recheck_ms / 1000.0
+        return actions
+
+    def _recheck(self, now: float) -> list[Action]:
+        utt = self._utt
+        if utt is None or utt.request is not None or not self._vad.speaking:
+            return []
+        utt.next_check = None
+        if utt.speech and not self._vad_held_open(utt):
+            # Speech the VAD follows on its own (it dips between words): nothing to ask yet.
+            utt.next_check = now + self.settings.recheck_ms / 1000.0
+            return []
+        start = max(self._ring.total - self._recheck_window, utt.start, self._ring.oldest)
+        return [self._analyze(utt, now, start)]
+
+    def _vad_held_open(self, utt: _Utterance) -> bool:
+        """The energy VAD may not see this utterance end by itself: it has stayed above its threshold for
+        `stuck_voiced_ms`, or the line is noisy and the utterance has lasted that long."""
+        if self._vad.voiced_run >= self._stuck:
+            return True
+        noisy = self._vad.noise_floor_dbfs > self._vad.config.min_level_dbfs + NOISY_LINE_DB
+        return noisy and self._ring.total - utt.onset >= self._stuck
+
+    def _speech_confirmed(self, utt: _Utterance, now: float, start: int) -> list[Action]:
+        utt.speech, utt.speech_from, utt.verdict_due = True, start, None
+        utt.last_speech = max(utt.last_speech, utt.onset)
         if self.forward_audio and self._forwarded_to is None:
-            self._forwarded_to = self._utterance_start  # the pre-roll goes first, then the speech as it comes
-        return self._interrupt(now, onset=self._position_time(ev.start, now))
+            self._forwarded_to = start  # the pre-roll goes first, then the speech as it comes
+        self._hold_until = None  # a thought held open goes on: answered with what follows
+        return self._caller_speaks(now, utt)
+
+    def _not_speech(self, now: float, outcome: str) -> list[Action]:
+        """The model heard no caller speech in an onset: a held reply goes on as if nothing happened."""
+        reply = self._reply
+        if reply is None or reply.playback is not Playback.HELD:
+            return []
+        reply.playback, reply.held_since = Playback.PLAYING, None
+        return [Interruption(outcome, reply.turn_id)] + self._poll(now)
 
     def _on_speech_ended(self, ev: SpeechEnded, now: float) -> list[Action]:
-        if ev.reason == "noise":
-            # The VAD learned that what it took for speech is a steady noise: nothing to transcribe.
-            self._utterance_start = None
+        utt = self._utt
+        if utt is not None and utt.speech is None:
+            utt.ended = ev  # decided when the model answers
             return []
-        start = self._utterance_start if self._utterance_start is not None else max(ev.end - SAMPLE_RATE, self._ring.oldest)
-        end = min(ev.end + self.settings.tail_ms * SAMPLE_RATE // 1000, self._ring.total)
-        self._utterance_start = None
-        self._speech_ended_at = self._position_time(ev.end, now)
+        self._utt = None
+        if utt is None or not utt.speech:
+            return []  # noise or the agent's echo: nothing to transcribe
+        end_at = utt.last_speech if ev.reason == "noise" else ev.end
+        start = utt.speech_from
+        end = min(end_at + self.settings.tail_ms * SAMPLE_RATE // 1000, self._ring.total)
+        self._speech_ended_at = self._position_time(end_at, now)
         self._vad_end_at = now
         self._awaiting_transcripts += 1
         actions: list[Action] = []
         if self._forwarded_to is not None:
             actions += self._forward()  # the engine gets all the audio before the Finalize
             self._forwarded_to = None
-        if ev.reason == "max_length" and self._vad.speaking:
-            # The caller talks on past the limit: the next utterance starts right here.
-            self._utterance_start = ev.end
-            if self.forward_audio:
-                self._forwarded_to = self._ring.total
+        if ev.reason == "max_length" and self._vad.speaking and self.forward_audio:
+            self._forwarded_to = self._ring.total  # the caller talks on: the next utterance follows at once
+        reply = self._reply
+        if reply is not None and reply.playback is Playback.STOPPED and reply.stopped_by == utt.id:
+            reply.resume_due = now + self.settings.false_interruption_timeout_ms / 1000.0
         actions.append(TranscribeUtterance(turn_id=self._next_turn, audio=self._ring.read_range(start, end)))
         return actions
 
     def _caller_active(self) -> bool:
-        """The VAD hears the caller now (not just trailing silence before its end-of-speech timeout)."""
+        """The caller is talking now (not just trailing silence before the end-of-speech timeout, nor a
+        noise that holds the VAD open)."""
         if not self._vad.speaking:
             return False
-        quiet = self._vad.position - self._vad.last_voiced
-        return quiet < self.settings.stt_turn_min_silence_ms * SAMPLE_RATE // 1000
+        utt = self._utt
+        if utt is not None and utt.speech is False:
+            return False
+        last = self._vad.last_voiced
+        if utt is not None and utt.speech and utt.analysed_to and self._vad_held_open(utt):
+            last = utt.last_speech  # the VAD is held open: where the model last heard the caller
+        return self._vad.position - last < self.settings.stt_turn_min_silence_ms * SAMPLE_RATE // 1000
 
     def _on_transcript(self, ev: TranscriptReceived) -> list[Action]:
-        actions: list[Action] = []
         text = clean_caller_text(ev.text, self.settings.max_caller_text_chars)
         if not ev.is_final:
-            # An interim transcript is the STT engine hearing words: as good as a VAD onset for barge-in.
-            return self._interrupt(ev.now, onset=ev.now) if text else []
-        if text:
+            # An interim transcript is the STT engine hearing words: more than an acknowledgement confirms
+            # an interruption (or is one, when the VAD missed a quiet voice); an acknowledgement waits for
+            # the final.
+            if not text or self._acknowledges(text):
+                return []
+            return self._words_during_reply(ev.now)
+        actions: list[Action] = []
+        if text and self._acknowledges(text):
+            actions.append(self._backchannel(text))  # in the transcript; the reply goes on
+            reply = self._reply
+            if reply is not None and reply.playback is Playback.STOPPED:
+                actions += self._resume(reply, ev.now, "backchannel")
+        elif text:
+            actions += self._words_during_reply(ev.now)
             self._pending_text.append(text)
         if not ev.end_of_turn:
             return actions
         self._awaiting_transcripts = max(0, self._awaiting_transcripts - 1)
+        reply = self._reply
+        if reply is not None and reply.playback is Playback.STOPPED and not self._pending_text:
+            return actions + self._resume(reply, ev.now, "resumed")  # the caller said nothing after all
         if self._caller_active() or not self._pending_text:
             return actions  # they are still talking, or it was noise: answer with the next end of turn
         if self._speech_ended_at is None:
             self._speech_ended_at = self._position_time(self._vad.last_voiced, ev.now)
+        if self._hold_until is None and sounds_unfinished(" ".join(self._pending_text)):
+            hold = self._speech_ended_at + self.settings.unfinished_max_silence_ms / 1000.0
+            if hold > ev.now:
+                self._hold_until = hold  # mid-thought: wait for the rest
+                return actions
+        return actions + self._answer_pending(ev.now)
+
+    def _answer_pending(self, now: float) -> list[Action]:
+        self._hold_until = None
         user_text = " ".join(self._pending_text)
         self._pending_text.clear()
-        actions += self._cancel_reply(ev.now, rollback=True)
-        actions += self._start_reply(ev.now, user_text=user_text, transcript_at=ev.now)
+        actions = self._cancel_reply(now, rollback=True)
+        actions += self._start_reply(now, user_text=user_text, transcript_at=now)
         return actions
 
+    def _acknowledges(self, text: str) -> bool:
+        """Words that only tell the agent to go on: an acknowledgement while it is audible, unless it is
+        asking a question the caller has mostly heard (then "yeah" answers it)."""
+        reply = self._reply
+        if not self.settings.backchannels or reply is None or not reply.audible or not is_backchannel(text):
+            return False
+        if reply.playback is not Playback.STOPPED:
+            reply.question_heard = self._question_heard(reply, reply.audio.position_at(self._now))
+        return not reply.question_heard
+
+    def _question_heard(self, reply: _Reply, pos: Position | None) -> bool:
+        if pos is None:
+            return False
+        k = min(pos.sentence, len(reply.sentences) - 1) if reply.sentences else -1
+        if k < 0 or not reply.sentences[k].rstrip().endswith("?"):
+            return False
+        offset = pos.offset if pos.sentence == k else len(reply.audio.sentences[k])
+        return speech_share(bytes(reply.audio.sentences[k]), offset) >= 0.5
+
+    def _words_during_reply(self, now: float) -> list[Action]:
+        """The caller's words (more than an acknowledgement) while a reply is under way: it stops for good."""
+        reply = self._reply
+        if reply is None or not reply.audible:
+            return []
+        actions = self._stop(reply, now, onset=now) if reply.playback is not Playback.STOPPED else []
+        return actions + self._confirm(reply, now)
+
+    def _backchannel(self, text: str) -> TurnTimings:
+        """An acknowledgement the caller said while the agent talked: in the transcript, not answered."""
+        timings = TurnTimings(turn_id=self._next_turn, user_text=text, agent_text="", heard_text="",
+                              interrupted=False, backchannel=True)
+        self._next_turn += 1
+        self.turns.append(timings)
+        return timings
+
     def _on_dtmf(self, ev: DtmfReceived) -> list[Action]:
-        actions = self._interrupt(ev.now, onset=ev.now)
+        actions: list[Action] = []
+        reply = self._reply
+        if reply is not None and reply.audible:
+            actions += self._abandon(reply, ev.now)
         actions += self._cancel_reply(ev.now, rollback=True)
         actions += self._start_reply(ev.now, user_text=None, dtmf=ev.digit, transcript_at=ev.now)
         return actions
 
-    def _interrupt(self, now: float, onset: float) -> list[Action]:
-        """The caller spoke (or pressed a key). Stop the agent if it is audible; drop a reply not yet heard."""
+    def _caller_speaks(self, now: float, utt: _Utterance) -> list[Action]:
+        """The caller is talking. Stop the agent if it is audible (a hypothesis: their words decide); drop a
+        reply not yet heard."""
         reply = self._reply
         if reply is None:
             return []
@@ -324,13 +602,58 @@ class CallSession:
             self._reply = None
             self._finish_deadline = None
             return [CancelReply(reply.turn_id, rollback=True)]
-        heard = self._heard_text(reply, onset)
+        if reply.playback is Playback.STOPPED:
+            return []
+        reply.stopped_by = utt.id
+        return self._stop(reply, now, onset=utt.onset_time)
+
+    # ------------------------------------------------------------------ interruptions
+
+    def _stop(self, reply: _Reply, now: float, onset: float) -> list[Action]:
+        """Stop the agent's audio now (`clear`), keeping the reply to resume or to cut for good."""
+        at_onset = reply.audio.position_at(min(onset, now))
+        reply.heard_to = _later(reply.heard_to, reply.audio.position_at(now))
+        # A question on the table: a "yes" said now answers it rather than acknowledging.
+        reply.question_heard = self._question_heard(reply, at_onset)
+        reply.resume_at = reply.audio.resume_point(at_onset)
+        reply.playback, reply.stopped_at, reply.held_since = Playback.STOPPED, now, None
+        reply.resume_due = None
         self._pacer.clear()
+        self._played.truncate(now)
         self._mark_names.clear()
+        self._finish_deadline = None
+        return [SendClear()]
+
+    def _confirm(self, reply: _Reply, now: float) -> list[Action]:
+        """The caller's words make the interruption real: the rest of the reply is dropped."""
+        paused = (now - reply.stopped_at) * 1000.0 if reply.stopped_at is not None else 0.0
         self._reply = None
         self._finish_deadline = None
-        actions: list[Action] = [SendClear(), CancelReply(reply.turn_id, rollback=False)]
-        actions.append(self._complete(reply, now, heard=heard, interrupted=True))
+        return [CancelReply(reply.turn_id, rollback=False), Interruption("confirmed", reply.turn_id, round(paused, 1)),
+                self._complete(reply, now, heard=self._heard_text(reply), interrupted=True)]
+
+    def _resume(self, reply: _Reply, now: float, outcome: str) -> list[Action]:
+        """No words followed the interruption: the reply goes on from where the caller stopped hearing."""
+        paused = (now - reply.stopped_at) * 1000.0 if reply.stopped_at is not None else 0.0
+        reply.playback, reply.stopped_at, reply.resume_due, reply.stopped_by = Playback.PLAYING, None, None, None
+        reply.question_heard = False
+        reply.resumes += 1
+        reply.audio.restart(reply.resume_at or Position(0, 0))
+        # Sentences before the resume point were heard whole (their marks' echoes after the clear were
+        # ignored as stale); those from it on are marked again.
+        reply.heard = reply.audio.feed.sentence
+        actions: list[Action] = [Interruption(outcome, reply.turn_id, round(paused, 1))]
+        self._feed_pacer(reply)
+        actions += self._poll(now)
+        return actions
+
+    def _abandon(self, reply: _Reply, now: float) -> list[Action]:
+        """The reply ends here for a reason of the call's own (a key press, a failure): keep what was heard."""
+        actions = self._stop(reply, now, onset=now) if reply.playback is not Playback.STOPPED else []
+        self._reply = None
+        self._finish_deadline = None
+        actions += [CancelReply(reply.turn_id, rollback=False),
+                    self._complete(reply, now, heard=self._heard_text(reply), interrupted=True)]
         return actions
 
     # ------------------------------------------------------------------ agent side
@@ -355,7 +678,7 @@ class CallSession:
         if reply is None:
             return []
         if reply.audible:
-            return self._interrupt(now, onset=now)
+            return self._abandon(reply, now)
         self._reply = None
         self._finish_deadline = None
         return [CancelReply(reply.turn_id, rollback=rollback)]
@@ -399,38 +722,57 @@ class CallSession:
 
     def _on_speech_audio(self, ev: SpeechAudio) -> list[Action]:
         reply = self._current(ev.turn_id)
-        if reply is None or not ev.audio:
-            return []
+        if reply is None or not ev.audio or not 0 <= ev.sentence < len(reply.sentences):
+            return []  # nothing asked for this audio
         if reply.timings.first_audio_at is None:
             reply.timings = replace(reply.timings, first_audio_at=ev.now)
-        self._pacer.push_audio(ev.audio)
+        reply.audio.add(ev.sentence, ev.audio)
+        if reply.playback is Playback.STOPPED:
+            return []  # kept for a resume
+        self._feed_pacer(reply)
         return self._poll(ev.now)
 
     def _on_speech_done(self, ev: SpeechDone) -> list[Action]:
         reply = self._current(ev.turn_id)
-        if reply is None:
+        if reply is None or not 0 <= ev.sentence < len(reply.sentences):
             return []
-        name = f"t{ev.turn_id}s{ev.sentence}"
-        self._mark_names[name] = (ev.turn_id, ev.sentence)
-        self._pacer.push_mark(name)
+        reply.audio.finish(ev.sentence)
         reply.synthesized = max(reply.synthesized, ev.sentence + 1)
+        if reply.playback is Playback.STOPPED:
+            return []
+        self._feed_pacer(reply)
         return self._poll(ev.now)
 
+    def _feed_pacer(self, reply: _Reply) -> None:
+        """Hand the pacer the reply's audio from where it is up to, with a mark after each sentence."""
+        for sentence, audio, complete in reply.audio.take_feed():
+            if audio:
+                self._pacer.push_audio(audio)
+            if complete:
+                name = f"t{reply.turn_id}s{sentence}" + (f"r{reply.resumes}" if reply.resumes else "")
+                self._mark_names[name] = (reply.turn_id, sentence)
+                self._pacer.push_mark(name)
+
     def _poll(self, now: float) -> list[Action]:
-        actions: list[Action] = []
         reply = self._reply
+        if reply is not None and reply.playback is not Playback.PLAYING:
+            return []  # held or stopped: nothing more goes out until it is decided
+        actions: list[Action] = []
+        plays_from = max(self._pacer.playout_end, now)
+        released: list[bytes] = []
         for item in self._pacer.poll(now):
             if isinstance(item, PacerMark):
                 actions.append(SendMark(item.name))
-                if reply is not None and item.name in self._mark_names:
-                    sentence = self._mark_names[item.name][1]
-                    starts = reply.mark_release.get(sentence - 1, (now, now))[1]
-                    reply.mark_release[sentence] = (max(starts, now), item.plays_at)
             else:
                 actions.append(SendMedia(item))
+                released.append(item)
                 if reply is not None and not reply.audible:
                     reply.audible = True
                     reply.timings = replace(reply.timings, first_frame_at=now)
+        if released:
+            self._played.add(plays_from, b"".join(released))
+            if reply is not None:
+                reply.audio.released(plays_from, len(released))
         if reply is not None and reply.finished_sending and self._pacer.queued_bytes == 0 and self._finish_deadline is None:
             self._finish_deadline = self._pacer.playout_end + self.settings.mark_grace_seconds
         return actions
@@ -455,9 +797,7 @@ class CallSession:
         elif self._pending_text and not self._caller_active() and self._awaiting_transcripts == 0:
             # The caller finished a turn while we were talking without interrupting us (e.g. a short "ok"
             # under the VAD's barge-in threshold was transcribed by a streaming engine): answer it now.
-            user_text = " ".join(self._pending_text)
-            self._pending_text.clear()
-            actions += self._start_reply(now, user_text=user_text, transcript_at=now)
+            actions += self._answer_pending(now)
         return actions
 
     def _complete(self, reply: _Reply, now: float, heard: str, interrupted: bool) -> TurnTimings:
@@ -472,16 +812,15 @@ class CallSession:
         self.turns.append(timings)
         return timings
 
-    def _heard_text(self, reply: _Reply, onset: float) -> str:
-        """Whole sentences whose marks came back, plus the played share of the sentence in flight."""
-        words = " ".join(reply.sentences[: reply.heard]).split()
-        window = reply.mark_release.get(reply.heard)
-        if window is not None and reply.heard < len(reply.sentences):
-            starts, ends = window
-            if ends > starts and onset > starts:
-                share = min(1.0, (onset - starts) / (ends - starts))
-                partial = reply.sentences[reply.heard].split()
-                words += partial[: math.floor(share * len(partial))]
+    def _heard_text(self, reply: _Reply) -> str:
+        """Whole sentences the caller heard (by their marks or the playout clock), plus the played share
+        of the sentence in flight when the reply stopped."""
+        pos = reply.heard_to
+        whole = max(reply.heard, pos.sentence if pos is not None else 0)
+        words = " ".join(reply.sentences[:whole]).split()
+        if pos is not None and pos.sentence == whole and whole < len(reply.sentences):
+            share = speech_share(bytes(reply.audio.sentences[whole]), pos.offset)
+            words += heard_words(reply.sentences[whole], share).split()
         return " ".join(words)
 
     # ------------------------------------------------------------------ failures, time, end
@@ -494,13 +833,14 @@ class CallSession:
         reply = self._reply
         if reply is not None and reply.audible:
             # Part of the reply played; the rest cannot be rendered. Keep what was heard, then apologise.
-            actions += self._interrupt(ev.now, onset=ev.now)
+            actions += self._abandon(reply, ev.now)
         elif reply is not None:
             if reply.timings.user_text:
                 self._pending_text.insert(0, reply.timings.user_text)  # the caller's words stay on record
             actions += self._cancel_reply(ev.now, rollback=False)
         user_text = " ".join(self._pending_text) if self._pending_text else None
         self._pending_text.clear()
+        self._hold_until = None
         if self.failures > self.settings.max_consecutive_failures:
             # Even the apologies fail: a silent line is worse than a clean hang-up.
             if user_text:
@@ -533,6 +873,25 @@ class CallSession:
         reply = self._reply
         if reply is not None and self._finish_deadline is not None and now >= self._finish_deadline:
             actions += self._finish(reply, now)  # marks did not come back: the audio has played anyway
+        utt = self._utt
+        if utt is not None:
+            if utt.verdict_due is not None and now >= utt.verdict_due and utt.speech is None:
+                utt.request = None  # the model is too slow: the energy VAD's word stands
+                actions += self._speech_confirmed(utt, now, utt.start)
+                utt.next_check = now + self.settings.recheck_ms / 1000.0
+                if utt.ended is not None:
+                    ended, utt.ended = utt.ended, None
+                    actions += self._on_speech_ended(ended, now)
+            elif utt.next_check is not None and now >= utt.next_check:
+                actions += self._recheck(now)
+        reply = self._reply
+        if reply is not None and reply.resume_due is not None and now >= reply.resume_due:
+            actions += self._resume(reply, now, "resumed")  # no words came: it was not an interruption
+        if self._hold_until is not None and now >= self._hold_until and self._reply is None:
+            if self._pending_text and not self._caller_active():
+                actions += self._answer_pending(now)  # they did not go on: answer what they said
+            else:
+                self._hold_until = None
         deadline = self._watchdog_deadline()
         if deadline is not None and now >= deadline and self._reply is not None:
             actions += self._on_failure(ProviderFailed(now, "watchdog", self._reply.turn_id, "no reply audio in time"))
@@ -552,7 +911,9 @@ class CallSession:
         actions: list[Action] = []
         reply = self._reply
         if reply is not None:
-            heard = self._heard_text(reply, ev.now) if reply.audible else ""
+            if reply.audible and reply.playback is not Playback.STOPPED:
+                reply.heard_to = _later(reply.heard_to, reply.audio.position_at(ev.now))
+            heard = self._heard_text(reply) if reply.audible else ""
             self._reply = None
             actions.append(CancelReply(reply.turn_id, rollback=False))
             actions.append(self._complete(reply, ev.now, heard=heard, interrupted=reply.audible))
@@ -563,3 +924,11 @@ class CallSession:
         self._pacer.clear()
         self.phase = Phase.ENDED
         return actions
+
+
+def _later(a: Position | None, b: Position | None) -> Position | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return b if (b.sentence, b.offset) > (a.sentence, a.offset) else a

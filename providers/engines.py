@@ -35,6 +35,8 @@ class Engines:
     stt: SpeechToText | None = None
     tts: TextToSpeech | None = None
     llms: list[LanguageModel] = field(default_factory=list)  # primary first; empty = rules only
+    speech: object | None = None  # providers.speech_model.SpeechDetector: the model VAD, when it loaded
+    speech_pool: ThreadPoolExecutor | None = None  # where its analyses run, off the event loop
     board: BreakerBoard = field(default_factory=BreakerBoard)
     tts_cache: RenderedAudioCache = field(default_factory=RenderedAudioCache)
     problems: dict[str, str] = field(default_factory=dict)  # role/provider -> why it is not ready (no secrets)
@@ -55,6 +57,7 @@ class Engines:
             "stt": getattr(self.stt, "name", None),
             "llm": ">".join(l.name for l in self.llms) or None,
             "tts": getattr(self.tts, "name", None),
+            "vad": "energy+silero" if self.speech is not None else "energy",
             "loaded": self.loaded,
             "breakers": self.board.states(),
             "problems": dict(self.problems),
@@ -70,6 +73,8 @@ class Engines:
             except Exception as exc:  # a missing extra or a bad model file: say so on /readyz
                 log.exception("local engines failed to load")
                 self.problems["local"] = f"{type(exc).__name__}: {exc}"
+        if settings.model_vad:
+            await self._load_speech_model()
         stt_engines: list[SpeechToText] = []
         tts_engines: list[TextToSpeech] = []
         if settings.deepgram_enabled:
@@ -146,6 +151,23 @@ class Engines:
             loop.run_in_executor(tts_pool, PiperEngine.shared),
         )
         return LocalWhisperStt(whisper, stt_pool), LocalPiperTts(piper, tts_pool)
+
+    async def _load_speech_model(self) -> None:
+        """The model VAD. Not a readiness condition: without it every energy onset counts as speech,
+        as it did before there was one, and the log says so."""
+        try:
+            from providers.speech_model import SpeechDetector, SpeechModel
+
+            # One thread: each analysis is a millisecond or two, and a second thread would only compete
+            # with the event loop and whisper for the same cores.
+            pool = ThreadPoolExecutor(1, thread_name_prefix="speech-model")
+            self.executors.append(pool)
+            model = await asyncio.get_running_loop().run_in_executor(pool, SpeechModel.shared)
+        except Exception as exc:
+            log.warning("the model VAD is not available; the energy VAD decides alone",
+                        extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
+            return
+        self.speech, self.speech_pool = SpeechDetector(model), pool
 
     async def prerender(self, texts: list[str]) -> None:
         if isinstance(self.tts, CachedTts) and texts:

@@ -107,6 +107,13 @@ class Settings:
     def deepgram_enabled(self) -> bool:
         return bool(self.deepgram_api_key)
 
+    # --- turn-taking ---
+    # MODEL_VAD: a speech model (Silero, from the `local` extra) confirms each onset and end of speech
+    # the energy VAD hears, so noise, music and the agent's own echo neither interrupt nor start a turn.
+    model_vad: bool = True
+    # BACKCHANNELS: an "uh-huh" or "yeah" while the agent talks is recorded but does not cancel its
+    # reply; off, it counts as an interruption like any words.
+    backchannels: bool = True
     @property
     def openai_enabled(self) -> bool:
         return bool(self.openai_api_key or self.openai_base_url)

@@ -2,72 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from audio import mulaw
 from dialog.events import (
     AudioReceived, CallEnded, CallStarted, CancelReply, DtmfReceived, HangUp, MarkEchoed, ProviderFailed,
     ReplyDelta, ReplyDone, SendClear, SendMark, SendMedia, SpeechAudio, SpeechDone, StartReply, Synthesize, Tick,
     TranscribeUtterance, TranscriptReceived, TurnTimings,
 )
-from gateway.session import CallSession, Phase, SessionSettings
-
-FRAME = 160
-
-
-def speech_frames(seconds: float, seed: int = 0) -> list[bytes]:
-    """Speech-like audio: a voiced buzz with a syllable-rate envelope, about -15 dBFS."""
-    n = int(seconds * 8000)
-    t = np.arange(n) / 8000
-    rng = np.random.default_rng(seed)
-    buzz = np.sin(2 * np.pi * 180 * t) + 0.5 * np.sin(2 * np.pi * 360 * t) + 0.2 * rng.standard_normal(n)
-    envelope = 0.6 + 0.4 * np.abs(np.sin(2 * np.pi * 3 * t))
-    pcm = (buzz * envelope * 5000).astype(np.int16)
-    data = mulaw.encode(pcm)
-    return [data[i:i + FRAME] for i in range(0, len(data) - FRAME + 1, FRAME)]
-
-
-def silence_frames(seconds: float) -> list[bytes]:
-    return [b"\xff" * FRAME] * int(seconds * 50)
-
-
-class Driver:
-    """Feeds a session like the media endpoint would, collecting actions."""
-
-    def __init__(self, settings: SessionSettings = SessionSettings()) -> None:
-        self.session = CallSession(settings)
-        self.now = 100.0
-        self.actions: list = []
-
-    def feed(self, event) -> list:
-        out = self.session.handle(event)
-        self.actions += out
-        return out
-
-    def start(self) -> list:
-        return self.feed(CallStarted(self.now, "CA1", "MZ1", {"caller": "+15550001111"}))
-
-    def audio(self, frames: list[bytes]) -> list:
-        out = []
-        for frame in frames:
-            self.now += 0.02
-            out += self.feed(AudioReceived(self.now, frame))
-        return out
-
-    def reply(self, turn: int, text: str, seconds_per_sentence: float = 1.0) -> list:
-        """The responder and TTS answer instantly: text, then audio + done for each sentence."""
-        out = self.feed(ReplyDelta(self.now, turn, text))
-        out += self.feed(ReplyDone(self.now, turn))
-        for action in [a for a in out if isinstance(a, Synthesize)]:
-            out += self.feed(SpeechAudio(self.now, turn, action.sentence, b"\x10" * int(8000 * seconds_per_sentence)))
-            out += self.feed(SpeechDone(self.now, turn, action.sentence))
-        return out
-
-
-def of(kind, actions):
-    return [a for a in actions if isinstance(a, kind)]
+from gateway.session import Phase, SessionSettings
+from tests.gateway.session_helpers import Driver, FRAME, finish_greeting, of, silence_frames, speech_frames
 
 
 def test_start_greets_once():
@@ -120,19 +64,9 @@ def test_full_reply_played_goes_into_history():
     assert not d.session.agent_speaking
 
 
-def _finish_greeting(d: Driver) -> None:
-    d.start()
-    d.reply(0, "Hi.")
-    for _ in range(60):
-        d.now += 0.02
-        d.feed(Tick(d.now))
-    d.feed(MarkEchoed(d.now, "t0s0"))
-    assert d.session.reply_turn is None
-
-
 def test_caller_turn_vad_end_then_transcript_starts_reply():
     d = Driver()
-    _finish_greeting(d)
+    finish_greeting(d)
     d.audio(silence_frames(0.5))
     out = d.audio(speech_frames(1.2))
     assert of(TranscribeUtterance, out) == []
@@ -148,7 +82,7 @@ def test_caller_turn_vad_end_then_transcript_starts_reply():
 
 def test_empty_transcript_is_noise_and_starts_nothing():
     d = Driver()
-    _finish_greeting(d)
+    finish_greeting(d)
     d.audio(speech_frames(0.4))
     d.audio(silence_frames(0.8))
     assert d.feed(TranscriptReceived(d.now, "  ")) == []
@@ -158,9 +92,9 @@ def _speak_reply(d: Driver, turn: int, text: str, seconds: float) -> None:
     d.reply(turn, text, seconds_per_sentence=seconds)
 
 
-def test_barge_in_clears_cancels_and_keeps_only_what_was_heard():
+def test_barge_in_clears_at_once_and_the_words_cancel_keeping_only_what_was_heard():
     d = Driver()
-    _finish_greeting(d)
+    finish_greeting(d)
     d.audio(speech_frames(1.0))
     d.audio(silence_frames(0.7))
     d.feed(TranscriptReceived(d.now, "book me in"))
@@ -175,14 +109,23 @@ def test_barge_in_clears_cancels_and_keeps_only_what_was_heard():
             heard_first = True
     assert heard_first and d.session.agent_speaking
     out = d.audio(speech_frames(0.4))
+    # The agent stops at once, but an interruption is a hypothesis until words come: nothing cancelled yet.
     assert of(SendClear, out) == [SendClear()]
-    assert of(CancelReply, out) == [CancelReply(1, rollback=False)]
+    assert of(CancelReply, out) == [] and of(TurnTimings, out) == []
+    assert not d.session.agent_speaking
+    d.audio(silence_frames(0.6))
+    out = d.feed(TranscriptReceived(d.now, "no wait, make it Thursday"))
+    assert of(CancelReply, out)[0] == CancelReply(1, rollback=False)
     (timings,) = of(TurnTimings, out)
     assert timings.interrupted
-    assert timings.heard_text.startswith("Sure, I can do that.")
-    assert "Mornings" not in timings.heard_text
+    # The first sentence whole, and the words of the second that played before the clear (about 0.3 s
+    # of its 1 s: "What" and maybe "day"), nothing of the third.
+    assert timings.heard_text.startswith("Sure, I can do that. What")
+    assert "for you" not in timings.heard_text and "Mornings" not in timings.heard_text
     assert d.session.history[-1] == {"role": "assistant", "content": timings.heard_text}
     assert d.session.history[-2] == {"role": "user", "content": "book me in"}
+    (start,) = of(StartReply, out)
+    assert start.user_text == "no wait, make it Thursday"
     # Twilio echoes every pending mark on clear: those echoes are stale and change nothing.
     history = list(d.session.history)
     for name in ("t1s1", "t1s2"):
@@ -195,7 +138,7 @@ def test_barge_in_clears_cancels_and_keeps_only_what_was_heard():
 
 def test_barge_in_onset_to_clear_is_the_vad_confirmation_time():
     d = Driver()
-    _finish_greeting(d)
+    finish_greeting(d)
     d.audio(speech_frames(1.0))
     d.audio(silence_frames(0.7))
     d.feed(TranscriptReceived(d.now, "hello"))
@@ -211,7 +154,7 @@ def test_barge_in_onset_to_clear_is_the_vad_confirmation_time():
 
 def test_caller_resumes_before_reply_is_audible_combines_the_turns():
     d = Driver()
-    _finish_greeting(d)
+    finish_greeting(d)
     d.audio(speech_frames(0.8))
     d.audio(silence_frames(0.7))
     out = d.feed(TranscriptReceived(d.now, "I want to book"))
@@ -230,7 +173,7 @@ def test_caller_resumes_before_reply_is_audible_combines_the_turns():
 
 def test_streaming_stt_end_of_turn_waits_while_caller_still_talks():
     d = Driver()
-    _finish_greeting(d)
+    finish_greeting(d)
     d.audio(speech_frames(0.6))
     # Deepgram says speech_final while our VAD still hears the caller: hold the text.
     assert d.feed(TranscriptReceived(d.now, "next tuesday", end_of_turn=True)) == []
@@ -242,7 +185,7 @@ def test_streaming_stt_end_of_turn_waits_while_caller_still_talks():
 
 def test_interim_transcript_barges_in():
     d = Driver()
-    _finish_greeting(d)
+    finish_greeting(d)
     d.audio(speech_frames(0.6))
     d.audio(silence_frames(0.7))
     d.feed(TranscriptReceived(d.now, "hello"))
@@ -254,7 +197,7 @@ def test_interim_transcript_barges_in():
 
 def test_dtmf_starts_a_turn_and_interrupts():
     d = Driver()
-    _finish_greeting(d)
+    finish_greeting(d)
     d.audio(speech_frames(0.6))
     d.audio(silence_frames(0.7))
     d.feed(TranscriptReceived(d.now, "yes"))
@@ -268,7 +211,7 @@ def test_dtmf_starts_a_turn_and_interrupts():
 
 def test_hang_up_after_last_sentence_played():
     d = Driver()
-    _finish_greeting(d)
+    finish_greeting(d)
     d.audio(speech_frames(0.6))
     d.audio(silence_frames(0.7))
     d.feed(TranscriptReceived(d.now, "goodbye"))
@@ -297,7 +240,7 @@ def test_reply_finishes_without_mark_echoes_after_grace():
 
 def test_provider_failure_apologises_then_hangs_up_after_repeats():
     d = Driver()
-    _finish_greeting(d)
+    finish_greeting(d)
     d.audio(speech_frames(0.6))
     d.audio(silence_frames(0.7))
     d.feed(TranscriptReceived(d.now, "hello"))
@@ -316,7 +259,7 @@ def test_provider_failure_apologises_then_hangs_up_after_repeats():
 
 def test_watchdog_apologises_when_no_audio_comes():
     d = Driver()
-    _finish_greeting(d)
+    finish_greeting(d)
     d.audio(speech_frames(0.6))
     d.audio(silence_frames(0.7))
     d.feed(TranscriptReceived(d.now, "hello"))
@@ -326,7 +269,7 @@ def test_watchdog_apologises_when_no_audio_comes():
 
 def test_stop_stores_unanswered_caller_words():
     d = Driver()
-    _finish_greeting(d)
+    finish_greeting(d)
     d.audio(speech_frames(0.6))
     d.feed(TranscriptReceived(d.now, "wait one", end_of_turn=False))
     out = d.feed(CallEnded(d.now, "stop"))
@@ -358,7 +301,7 @@ def test_next_deadline_tracks_pacing():
 
 def test_turn_timings_split_adds_up():
     d = Driver()
-    _finish_greeting(d)
+    finish_greeting(d)
     d.audio(speech_frames(0.8))
     d.audio(silence_frames(0.6))
     d.now += 0.2
@@ -386,7 +329,7 @@ def test_streaming_stt_gets_only_speech_with_preroll_and_tail():
 
     d = Driver()
     d.session.forward_audio = True
-    _finish_greeting(d)
+    finish_greeting(d)
     out = d.audio(silence_frames(1.0))
     assert of(ForwardAudio, out) == []  # silence costs nothing: the engine gets KeepAlives instead
     out = d.audio(speech_frames(1.0))
