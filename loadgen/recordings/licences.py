@@ -67,7 +67,6 @@ def licences_markdown() -> str:
             out.append("Also kept: " + ", ".join(f"`{d}`" for d in pkg.documents) + ".\n")
         taken = [c for c in CLIPS if pkg.name in c.packages]
         if taken:
-            out.append("")
             out.extend(_clip_line(c) for c in taken if isinstance(c.source, FileSource))
             made = [c.name for c in taken if not isinstance(c.source, FileSource)]
             if made:
