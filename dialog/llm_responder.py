@@ -1,72 +1,70 @@
 """LLM mode: the state machine decides, the LLM understands what the rules cannot and phrases replies.
 
-Each turn runs in two steps:
-1. Decide. The offline extractor and the state machine handle the turn first (instant). Only when
-   they do not understand it (intent UNKNOWN) is the LLM asked to extract the slots through a tool
-   call (`record_booking_details`), which goes into the same state machine (`on_slots`). The machine
-   stays the source of truth: a provider failure leaves it exactly where it was.
-2. Phrase. The decision (the machine's template text) is said in the LLM's words, streamed token by
-   token so the first sentence is being spoken before the LLM has finished; or, per the latency
-   mode, answered as a quick response or from the response cache (see `dialog.latency`).
+A caller turn waits for at most one LLM request before its first audio, whatever the caller said.
 
-The LLM chain: the primary model, then the fallback model (if configured), then the template
-itself. A failure before any text was produced moves to the next; after text was produced the reply
-ends there (the caller has heard it; repeating it would be worse).
+- The rules understood the turn (any intent but UNKNOWN; also the greeting, DTMF and re-prompts):
+  the state machine has decided, at once. The decision (the machine's template text) is answered,
+  per the latency mode, as a quick response, from the response cache, or phrased by the LLM in its
+  own words, streamed token by token (`dialog.latency`).
+- The rules did not understand it (intent UNKNOWN): one streamed request, with the machine's state in
+  the prompt and the tool `record_booking_details` on offer (`dialog.llm_prompts`). The model either
+  records what the caller said through the tool, or answers what was said (an off-script question,
+  small talk, a request the agent cannot help with) in a sentence and asks the waiting question; or
+  both, a short lead-in before the tool call. A tool call goes through the same state machine
+  (`RuleResponder.redecide` -> `on_slots`): slot availability and business hours are checked there,
+  nothing is booked because the model said so, and the caller hears the machine's outcome in its
+  own words (the template, often already rendered), straight after the model's lead-in, with no
+  second request. The machine's words are carried into the next turn's request by the history.
+  The model's own words never state an outcome (`dialog.spoken_guard`).
+
+Why one request that may speak or record, rather than the alternatives (measured in
+bench/turn_alternatives.py, LLM first token 300 ms): extraction then phrasing is two round trips
+(the off-script turn heard ~1.2 s after the STT final instead of ~0.5 s); extraction then the
+machine's template is one round trip but answers an off-script question with a blind re-ask, and
+its first audio waits for the whole tool call; phrasing the rules' re-ask while extraction runs
+(speculation) doubles the requests and still cannot answer the question.
+
+The LLM chain: the primary model, then the fallback model (if configured), then the template itself.
+A failure before anything was said moves to the next; after words were said the reply ends with the
+machine's question (the caller has heard the start; repeating it would be worse). A failure before a
+tool call is whole leaves the machine as the rules left it: nothing half-recorded is applied.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from datetime import date, datetime
+from dataclasses import dataclass
 from typing import AsyncIterator, Sequence
 
-import orjson
-
+from dialog import prompts
 from dialog.intents import Intent
 from dialog.latency import QUICK_PROMPT_KEYS, LatencySuite, cache_key, normalize_intent, quality_score
+from dialog.llm_prompts import (
+    TOOL_NAME, caller_words, parse_tool_arguments, persona, phrase_messages, tool, trim_history, turn_messages,
+)
+from dialog.machine import CHECKS, Check, DialogReply, State, next_steps
 from dialog.responder import ReplyEnd, ReplyPiece, RuleResponder
-from dialog.slots import TimeOfDay
+from dialog.schedule import say_days, say_hours
+from dialog.spoken_guard import OutcomeGuard
 from dialog.events import StartReply
-from providers.base import LanguageModel, ProviderError, ToolCall
+from providers.base import LanguageModel, ProviderError, ToolCall, ToolCallStarted
+
+__all__ = ["LlmResponder", "misunderstood"]
 
 log = logging.getLogger("voicegate.dialog.llm")
 
 HISTORY_BUDGET_CHARS = 3000  # ~750 tokens of past turns: enough context, a fast first token
-MAX_REPLY_TOKENS = 150
-EXTRACTION_TIMEOUT_S = 4.0  # the tool call must come back fast, or the rules' re-ask is better
+MAX_REPLY_TOKENS = 150  # two short spoken sentences, or a tool call, with room to spare
+GIVE_UP_KEYS = frozenset(CHECKS[check][1] for check in (Check.GAVE_UP, Check.GAVE_UP_TRANSFER))
 
-TOOL = {
-    "type": "function",
-    "function": {
-        "name": "record_booking_details",
-        "description": "Record what the caller said about their appointment: the date and/or time they "
-                       "want, and whether they confirm, decline, want to change, want a repeat, or say goodbye.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "date": {"type": ["string", "null"], "description": "YYYY-MM-DD, resolved against today"},
-                "time": {"type": ["string", "null"], "description": "HH:MM, 24-hour"},
-                "intent": {"type": "string", "enum": [i.value for i in Intent]},
-            },
-            "required": ["intent"],
-        },
-    },
-}
 
-PERSONA = (
-    "You are the phone receptionist of {business}. You book appointments. You speak to a caller on the "
-    "phone, so: plain spoken English, at most two short sentences, no lists, no markup, no URLs, no emoji. "
-    "Today is {today}. The booking so far: {slots}."
-)
-PHRASE = (
-    "Say the following to the caller in your own natural words. Keep every date, time and number exactly, "
-    "keep any question, and add nothing else: \"{decision}\""
-)
-EXTRACT = (
-    "Call record_booking_details with what the caller just said. Resolve relative dates against today "
-    "({today}, {weekday})."
-)
+@dataclass(frozen=True, slots=True)
+class TurnContext:
+    """Where the call stood before a turn the rules did not understand: what the model is told."""
+
+    asking: State  # the state whose question is waiting for an answer
+    question: str
+    steps: tuple[Intent, ...]
 
 
 class LlmResponder:
@@ -86,8 +84,19 @@ class LlmResponder:
         return self.rules.snapshot()
 
     async def reply(self, request: StartReply) -> AsyncIterator[ReplyPiece]:
-        decided = await self._decide(request)
-        end = ReplyEnd(hang_up=decided.hang_up, transfer_to=decided.transfer_to, prompt_key=decided.prompt_key)
+        # Read before the rules move the machine: the question the caller was answering.
+        context = self._context() if request.user_text and self.llms and not request.reprompt else None
+        decided = self.rules.decide(request)
+        if context is not None and misunderstood(decided):
+            pieces = self._one_request(request, decided, context)
+        else:
+            pieces = self._answer(request, decided)
+        async for piece in pieces:
+            yield piece
+
+    # The rules understood the turn: quick response, cache, or the LLM's phrasing --
+
+    async def _answer(self, request: StartReply, decided: DialogReply) -> AsyncIterator[ReplyPiece]:
         suite = self.suite
         quick = decided.prompt_key in QUICK_PROMPT_KEYS
         # Quick replies are keyed without the caller's words: "yes" and "yep" get the same confirmation.
@@ -107,7 +116,7 @@ class LlmResponder:
         if suite.mode == "enabled" and fast is not None:
             self._score(fast[0], decided.text)
             yield fast[0]
-            yield ReplyEnd(end.hang_up, end.transfer_to, end.prompt_key, source=fast[1])
+            yield _end(decided, fast[1], fast[1])
             return
         spoken: list[str] = []
         source = "rules"
@@ -122,49 +131,14 @@ class LlmResponder:
             log.info("shadow: fast path differs", extra={"fields": {"fast_source": fast[1], "fast": fast[0],
                                                                     "llm": text}})
         self._score(text, decided.text)
-        yield ReplyEnd(end.hang_up, end.transfer_to, end.prompt_key, source=source)
+        asked_llm = source != "rules" or len(spoken) > 1  # a failed model's fragment, then the template
+        yield _end(decided, source, "llm" if asked_llm else "rules")
 
-    # Step 1: decide ---------------------------------------------------------
-
-    async def _decide(self, request: StartReply):
-        decided = self.rules.decide(request)
-        if decided.intent is not Intent.UNKNOWN or not request.user_text or not self.llms:
-            return decided
-        try:
-            parsed = await asyncio.wait_for(self._extract(request), EXTRACTION_TIMEOUT_S)
-        except (ProviderError, asyncio.TimeoutError, ValueError) as exc:
-            log.info("LLM extraction failed; keeping the rules' decision", extra={"fields": {"error": type(exc).__name__}})
-            return decided
-        if parsed is None:
-            return decided
-        intent, day, at = parsed
-        return self.rules.redecide(request.turn_id, intent, day, at)
-
-    async def _extract(self, request: StartReply) -> tuple[Intent, date | None, TimeOfDay | None] | None:
+    async def _phrase(self, request: StartReply, decided: DialogReply) -> AsyncIterator[tuple[str, str]]:
         now = self.rules.now()
-        messages = [
-            {"role": "system", "content": self._persona(now)},
-            *trim_history(request.history, HISTORY_BUDGET_CHARS),
-            {"role": "user", "content": request.user_text or ""},
-            {"role": "system", "content": EXTRACT.format(today=now.date().isoformat(), weekday=now.strftime("%A"))},
-        ]
-        for chunk in [c async for c in self.llms[0].stream(messages, tools=[TOOL], max_tokens=MAX_REPLY_TOKENS)]:
-            if isinstance(chunk, ToolCall) and chunk.name == TOOL["function"]["name"]:
-                return parse_tool_arguments(chunk.arguments)
-        return None
-
-    # Step 2: phrase ---------------------------------------------------------
-
-    async def _phrase(self, request: StartReply, decided) -> AsyncIterator[tuple[str, str]]:
-        now = self.rules.now()
-        user = request.user_text if request.user_text is not None else (
-            f"[the caller pressed {request.dtmf}]" if request.dtmf else "[the call has just connected]")
-        messages = [
-            {"role": "system", "content": self._persona(now, decided.slots)},
-            *trim_history(request.history, HISTORY_BUDGET_CHARS),
-            {"role": "user", "content": user},
-            {"role": "system", "content": PHRASE.format(decision=decided.text)},
-        ]
+        messages = phrase_messages(persona(self.business, now, decided.slots),
+                                   trim_history(request.history, HISTORY_BUDGET_CHARS),
+                                   caller_words(request.user_text, request.dtmf), decided.text)
         for llm in self.llms:
             produced = False
             try:
@@ -183,12 +157,102 @@ class LlmResponder:
                     return
         yield decided.text, "rules"  # every LLM failed: the template is always there
 
-    # ------------------------------------------------------------------------
+    # The rules did not understand it: one request, to speak or to record -----
 
-    def _persona(self, now: datetime, slots: dict | None = None) -> str:
-        slots = slots if slots is not None else self.rules.conversation.slots
-        known = ", ".join(f"{k} {v}" for k, v in dict(slots).items() if v) or "nothing yet"
-        return PERSONA.format(business=self.business, today=now.strftime("%A %B %d, %Y"), slots=known)
+    def _context(self) -> TurnContext | None:
+        conv = self.rules.conversation
+        asking = conv.asking
+        if asking is None:
+            return None  # the call has ended: nothing the model records could change that
+        return TurnContext(asking, conv.question(self.rules.now()), next_steps(asking))
+
+    async def _one_request(self, request: StartReply, decided: DialogReply,
+                           context: TurnContext) -> AsyncIterator[ReplyPiece]:
+        now = self.rules.now()
+        settings = self.rules.conversation.settings
+        messages = turn_messages(persona(self.business, now, decided.slots),
+                                 trim_history(request.history, HISTORY_BUDGET_CHARS), request.user_text or "",
+                                 question=context.question, steps=context.steps, days=say_days(settings),
+                                 hours=say_hours(settings), now=now)
+        tools = [tool(context.steps)]
+        # The model may speak only while the machine stays on its question (a re-ask). When this
+        # misunderstanding would end the call (one too many in a row), only a tool call can change
+        # that, and an answer ending "would you like to book?" before a goodbye would contradict it.
+        may_speak = decided.state is State.FALLBACK
+        said: list[str] = []  # the model's phrases the caller hears
+        acked = False  # the acknowledgement went out while a tool call streamed
+        source = "rules"
+        for llm in self.llms:
+            guard = OutcomeGuard()
+            call: ToolCall | None = None
+            failed = False
+            try:
+                async for chunk in llm.stream(messages, tools=tools, max_tokens=MAX_REPLY_TOKENS):
+                    if isinstance(chunk, ToolCallStarted):
+                        if not may_speak or chunk.name != TOOL_NAME:
+                            continue
+                        # The text before the call is complete: its last phrase goes now, not after
+                        # the arguments. A call with no words before it gets the acknowledgement, so
+                        # the caller hears something at the first token, not after the arguments.
+                        for phrase in guard.flush():
+                            said.append(phrase)
+                            yield phrase + " "
+                        if not said and not acked:
+                            acked = True
+                            yield prompts.render("tool_ack", {}) + " "
+                    elif isinstance(chunk, ToolCall):
+                        call = call or (chunk if chunk.name == TOOL_NAME else None)
+                    elif chunk and may_speak:
+                        for phrase in guard.push(chunk):
+                            said.append(phrase)
+                            yield phrase + " "
+            except ProviderError as exc:
+                log.warning("LLM failed", extra={"fields": {"provider": exc.provider, "error": str(exc)[:200],
+                                                            "heard": bool(said), "whole_tool_call": call is not None}})
+                failed = True
+                if call is None and not said:
+                    continue  # nothing said, nothing recorded: the next model gets the same request
+            source = llm.name
+            if guard.dropped:
+                log.info("model claimed an outcome; not spoken", extra={"fields": {"dropped": guard.dropped}})
+                self.suite.note("claim_dropped", phrases=list(guard.dropped))
+            outcome = self._record(request.turn_id, call) if call is not None else None
+            if outcome is not None:
+                # The machine's words, at once: its outcome is what the caller must hear.
+                self._score(" ".join([*said, outcome.text]), outcome.text)
+                yield outcome.text
+                yield _end(outcome, source, "llm_tool")
+                return
+            if not failed:
+                for phrase in guard.flush():  # the last phrase has no boundary after it
+                    said.append(phrase)
+                    yield phrase + " "
+            break
+        if not said:
+            # Every model failed, or said nothing the caller may hear: the machine's re-ask.
+            yield decided.text
+            yield _end(decided, "rules", "rules" if source == "rules" and not acked else "llm")
+            return
+        if not said[-1].rstrip().endswith("?"):
+            # An answer must move the call on: the waiting question, if the model did not ask it.
+            said.append(context.question)
+            yield context.question
+        self._score(" ".join(said), decided.text)
+        yield _end(decided, source, "llm")
+
+    def _record(self, turn_id: int, call: ToolCall) -> DialogReply | None:
+        """The model's tool call into the state machine; None when it adds nothing to the rules'
+        decision (a malformed call, or "unknown" with no date or time)."""
+        try:
+            intent, day, at = parse_tool_arguments(call.arguments)
+        except ValueError as exc:  # orjson's decode error is one too
+            log.info("LLM tool call refused", extra={"fields": {"error": str(exc)[:200]}})
+            return None
+        if intent is Intent.UNKNOWN and day is None and at is None:
+            return None
+        return self.rules.redecide(turn_id, intent, day, at)
+
+    # ------------------------------------------------------------------------
 
     def _score(self, text: str, reference: str) -> None:
         score = quality_score(text, reference)
@@ -196,30 +260,14 @@ class LlmResponder:
         self.suite.note("quality", score=score, average=average)
 
 
-def trim_history(history: Sequence[dict], budget_chars: int) -> list[dict]:
-    """The most recent messages that fit the budget, oldest first."""
-    kept: list[dict] = []
-    used = 0
-    for message in reversed(history):
-        size = len(str(message.get("content", "")))
-        if used + size > budget_chars:
-            break
-        kept.append(dict(message))
-        used += size
-    return kept[::-1]
+def misunderstood(decided: DialogReply) -> bool:
+    """The rules did not understand the caller's words: the machine re-asks its question, or, after
+    one misunderstanding too many, gives up. Whatever the classifier returned (UNKNOWN, a slot turn
+    with no usable slot, a vague or impossible date, a yes to a question not asked), the machine's
+    answer says so."""
+    return decided.state is State.FALLBACK or decided.prompt_key in GIVE_UP_KEYS
 
 
-def parse_tool_arguments(arguments: str) -> tuple[Intent, date | None, TimeOfDay | None]:
-    """The tool call's JSON, validated: a model's bad date is a ValueError, never a bad booking."""
-    data = orjson.loads(arguments or "{}")
-    if not isinstance(data, dict):
-        raise ValueError("tool arguments are not an object")
-    intent = Intent(data.get("intent", "unknown"))
-    day = date.fromisoformat(data["date"]) if data.get("date") else None
-    at = None
-    if data.get("time"):
-        hour, _, minute = str(data["time"]).partition(":")
-        at = TimeOfDay(int(hour), int(minute or 0), False)
-        if not (0 <= at.hour < 24 and 0 <= at.minute < 60):
-            raise ValueError("time out of range")
-    return intent, day, at
+def _end(decided: DialogReply, source: str, kind: str) -> ReplyEnd:
+    return ReplyEnd(hang_up=decided.hang_up, transfer_to=decided.transfer_to, prompt_key=decided.prompt_key,
+                    source=source, kind=kind)

@@ -60,7 +60,7 @@ from dialog.slots import TimeOfDay
 from dialog.store import Booking, BookingStore
 
 __all__ = ["CHECKS", "Check", "Conversation", "DialogReply", "DialogSettings", "Intent", "State",
-           "TRANSITIONS", "TimeOfDay"]
+           "TRANSITIONS", "TimeOfDay", "next_steps"]
 
 
 class State(enum.Enum):
@@ -117,6 +117,14 @@ TRANSITIONS: dict[tuple[State, Intent], tuple[State, str]] = {
 }
 # Every other (state, intent) pair: a misunderstanding, re-asked in other words.
 DEFAULT: dict[State, tuple[State, str]] = {s: (State.FALLBACK, REASK[s]) for s in ASKING}
+
+
+def next_steps(state: State) -> tuple[Intent, ...]:
+    """What a caller can do from `state` that the table answers (a row not into FALLBACK), in the
+    order of `Intent`: an LLM's prompt lists them as the allowed next steps. None after the end."""
+    if state is State.TERMINAL:
+        return ()
+    return tuple(i for i in Intent if (state, i) in TRANSITIONS and TRANSITIONS[state, i][0] is not State.FALLBACK)
 
 CHECKS: dict[Check, tuple[State, str]] = {
     Check.PAST_DATE: (State.COLLECT_DATE, "past_date"),
@@ -184,6 +192,20 @@ class Conversation:
     @property
     def booking(self) -> Booking | None:
         return self._booking
+
+    @property
+    def asking(self) -> State | None:
+        """The state whose question the caller is answering (FALLBACK re-asks another's); None once
+        the call has ended."""
+        if self._state is State.TERMINAL:
+            return None
+        return self._resume if self._state is State.FALLBACK else self._state
+
+    def question(self, now: datetime) -> str:
+        """The question waiting for an answer, in its plain words: an LLM asked to answer an
+        off-script turn ends with it, so the call moves on."""
+        at = self.asking or State.GREETING
+        return prompts.question(at.value, self._fields(self._local(now)))
 
     def greet(self, now: datetime) -> DialogReply:
         now = self._local(now)

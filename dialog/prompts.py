@@ -83,6 +83,9 @@ PROMPTS: Mapping[str, tuple[str, ...]] = {
     "failure": ("Sorry, I had a little trouble on my end.",),  # followed by the current question
     "resume": ("Sorry about that, we got cut off.",),  # a resumed call: followed by the current question
     "correction_ack": ("No problem.",),  # before the reply to a correction
+    # Said as an LLM starts recording details through its tool, while the arguments stream: the
+    # machine's outcome follows. Claims nothing, and is rendered at startup like every fixed prompt.
+    "tool_ack": ("Okay.",),
 }
 
 # The question each asking state puts, for a re-ask after a provider failure or a repeat with

@@ -21,6 +21,10 @@ class ReplyEnd:
     transfer_to: str = ""
     prompt_key: str = ""  # the dialog template behind the reply, for caches and metrics
     source: str = ""  # "rules" | "quick" | "cache" | "llm" | the LLM model name
+    # What the caller's first audio waited for, for latency per turn kind: "rules" (no LLM), "quick"
+    # (a template), "cache", "llm" (one LLM request, the model's words), "llm_tool" (one LLM request
+    # whose tool call went through the state machine; the caller hears the machine's words).
+    kind: str = ""
 
 
 ReplyPiece = str | ReplyEnd
@@ -87,7 +91,7 @@ class RuleResponder:
         decided = self.decide(request)
         yield decided.text
         yield ReplyEnd(hang_up=decided.hang_up, transfer_to=decided.transfer_to,
-                       prompt_key=decided.prompt_key, source="rules")
+                       prompt_key=decided.prompt_key, source="rules", kind="rules")
 
     def rollback(self, turn_id: int) -> None:
         before = self._before.pop(turn_id, None)

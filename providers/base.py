@@ -93,7 +93,16 @@ class ToolCall:
     arguments: str  # JSON text, as the model produced it
 
 
-LlmChunk = str | ToolCall
+@dataclass(frozen=True, slots=True)
+class ToolCallStarted:
+    """A tool call began (its id and name arrived; the arguments follow): the text before it is
+    complete, so a reply can speak its last phrase, or an acknowledgement, while the arguments stream."""
+
+    id: str
+    name: str
+
+
+LlmChunk = str | ToolCallStarted | ToolCall
 
 
 class LanguageModel(Protocol):
@@ -101,7 +110,8 @@ class LanguageModel(Protocol):
 
     def stream(self, messages: Sequence[Mapping[str, object]], *, tools: Sequence[Mapping[str, object]] = (),
                max_tokens: int = 150) -> AsyncIterator[LlmChunk]:
-        """Yield text deltas as they arrive, and complete tool calls once their arguments are whole."""
+        """Yield text deltas as they arrive; for each tool call a `ToolCallStarted` as it begins, and
+        the `ToolCall` once its arguments are whole."""
         ...
 
 

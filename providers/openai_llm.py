@@ -36,7 +36,7 @@ from openai._vendor.httpx_aiohttp.transport import AiohttpTransport  # the trans
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from providers.settings import Settings
-from providers.base import LlmChunk, ProviderAuthError, ProviderError, ProviderTimeout, ToolCall
+from providers.base import LlmChunk, ProviderAuthError, ProviderError, ProviderTimeout, ToolCall, ToolCallStarted
 from providers.deadline import ReadDeadline
 from providers.http_pool import SparePool
 from providers.retry import ProviderCounters
@@ -191,7 +191,9 @@ class OpenAiLlm:
                         if text or pieces or finish:
                             started = True
                         for piece in pieces or ():
-                            _merge(calls, piece)
+                            started_call = _merge(calls, piece)
+                            if started_call is not None:
+                                yield started_call  # not heard: the caller hears nothing of a call
                         if text:
                             heard = True
                             yield text
@@ -260,10 +262,11 @@ class _PartialCall:
     done: bool = False
 
 
-def _merge(calls: dict[int, _PartialCall], piece: Any) -> None:
-    """Tool-call deltas arrive in pieces keyed by `index`; ids and names once, arguments in parts."""
+def _merge(calls: dict[int, _PartialCall], piece: Any) -> ToolCallStarted | None:
+    """Tool-call deltas arrive in pieces keyed by `index`; ids and names once, arguments in parts.
+    Returns the call's start when this piece named it."""
     if not isinstance(piece, dict):
-        return
+        return None
     index = piece.get("index")
     if not isinstance(index, int):
         index = len(calls)
@@ -271,11 +274,14 @@ def _merge(calls: dict[int, _PartialCall], piece: Any) -> None:
     if piece.get("id"):
         call.id = str(piece["id"])
     function = piece.get("function")
+    started = None
     if isinstance(function, dict):
         if function.get("name"):
+            started = None if call.name else ToolCallStarted(call.id, str(function["name"]))
             call.name = str(function["name"])
         if function.get("arguments"):
             call.arguments += str(function["arguments"])
+    return started
 
 
 def _complete(calls: dict[int, _PartialCall]) -> list[ToolCall]:

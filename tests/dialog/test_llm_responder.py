@@ -1,4 +1,7 @@
-"""LLM mode: the state machine decides, the LLM extracts (tool calls) and phrases; the latency suite."""
+"""LLM mode on the turns the rules understand: the LLM phrases the machine's decision; the latency suite.
+
+The turns they do not understand (one request that speaks or records through a tool) are in
+test_one_request.py, against the OpenAI emulator."""
 
 from __future__ import annotations
 
@@ -8,11 +11,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from dialog.latency import LatencySuite, MemoryBackend, ResponseCache, quality_score
-from dialog.llm_responder import LlmResponder, parse_tool_arguments, trim_history
+from dialog.llm_prompts import parse_tool_arguments, trim_history
+from dialog.llm_responder import LlmResponder
 from dialog.machine import Conversation, DialogSettings, State
 from dialog.responder import ReplyEnd, RuleResponder
 from dialog.events import StartReply
-from providers.base import ProviderError, ToolCall
+from providers.base import ProviderError
 
 NOW = datetime(2026, 11, 18, 10, 0, tzinfo=ZoneInfo("America/New_York"))
 
@@ -20,9 +24,8 @@ NOW = datetime(2026, 11, 18, 10, 0, tzinfo=ZoneInfo("America/New_York"))
 class FakeLlm:
     name = "fake-llm"
 
-    def __init__(self, replies=(), tool=None, fail=None):
+    def __init__(self, replies=(), fail=None):
         self.replies = list(replies)
-        self.tool = tool
         self.fail = fail
         self.requests = []
 
@@ -30,9 +33,6 @@ class FakeLlm:
         self.requests.append({"messages": list(messages), "tools": list(tools), "max_tokens": max_tokens})
         if self.fail is not None:
             raise self.fail
-        if tools and self.tool is not None:
-            yield ToolCall("call_1", "record_booking_details", self.tool)
-            return
         text = self.replies.pop(0) if self.replies else "Okay."
         for word in text.split(" "):
             yield word + " "
@@ -78,27 +78,6 @@ async def test_disabled_streams_the_llm_phrasing_piece_by_piece():
     assert request["max_tokens"] <= 150
     # The LLM phrases the state machine's decision: the template is in the prompt.
     assert "Would you like to book an appointment?" in str(request["messages"])
-
-
-async def test_unknown_turn_is_extracted_by_tool_call_into_the_same_state_machine():
-    llm = FakeLlm(["So that's Tuesday the 24th at 3 pm. Shall I book it?"],
-                  tool='{"date": "2026-11-24", "time": "15:00", "intent": "provide_both"}')
-    r, _, _ = responder("disabled", llm)
-    await turn(r, 0)
-    await turn(r, 1, "I'd like to book")
-    text, end, _ = await turn(r, 2, "whenever my sister is free, mid afternoon")
-    assert r.rules.conversation.state is State.CONFIRMATION
-    assert r.rules.conversation.slots["date"] == "2026-11-24"
-    assert any(req["tools"] for req in llm.requests)
-
-
-async def test_a_bad_tool_call_leaves_the_rules_decision():
-    llm = FakeLlm(tool='{"date": "not a date", "intent": "provide_date"}')
-    r, _, _ = responder("enabled", llm)
-    await turn(r, 0)
-    state_before = r.rules.conversation.state
-    await turn(r, 1, "blah blah something")
-    assert r.rules.conversation.state in (state_before, State.FALLBACK, State.GREETING)
 
 
 async def test_llm_failure_falls_back_to_the_template():

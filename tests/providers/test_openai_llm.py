@@ -11,7 +11,7 @@ import pytest
 
 from emulators.server import EmulatorServer
 from providers.settings import Settings
-from providers.base import ProviderAuthError, ProviderError, ProviderTimeout, ToolCall
+from providers.base import ProviderAuthError, ProviderError, ProviderTimeout, ToolCall, ToolCallStarted
 from providers.http_pool import SPARE_CONNECTIONS, SparePool
 from providers.openai_llm import LlmTimeouts, OpenAiLlm, retry_after_seconds
 from provider_helpers import closed_port
@@ -61,8 +61,31 @@ async def test_tool_call_is_reassembled_from_pieces(emu: EmulatorServer) -> None
     assert len(calls) == 1 and calls[0].name == "transfer_call" and calls[0].id.startswith("call_")
     assert json.loads(calls[0].arguments) == {"department": "billing", "reason": "refund"}
     assert chunks[-1] == calls[0]  # yielded once whole, after the text
+    # Its start came first, right after the text, with the id and name, before the arguments were whole.
+    (started,) = [c for c in chunks if isinstance(c, ToolCallStarted)]
+    assert chunks.index(started) == len(chunks) - 2 and (started.id, started.name) == (calls[0].id, "transfer_call")
     record = emu.log.openai[0]
     assert record["tools"] == TOOLS and record["max_tokens"] == 60
+
+
+async def test_a_tool_call_starts_at_the_first_token_not_after_its_arguments(emu: EmulatorServer) -> None:
+    emu.config.llm_first_token = 0.2
+    emu.config.llm_token_rate = 20.0  # 8 characters of arguments every 50 ms: ~0.3 s more for these
+    emu.config.openai.script = [{"tool": "transfer_call", "arguments": {"department": "billing",
+                                                                          "reason": "a refund for last month"}}]
+    llm = make_llm(emu)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    arrivals: list[tuple[object, float]] = []
+    try:
+        async for chunk in llm.stream(MESSAGES, tools=TOOLS):
+            arrivals.append((chunk, loop.time() - started))
+    finally:
+        await llm.aclose()
+    (begun, begun_at), (call, call_at) = arrivals
+    assert isinstance(begun, ToolCallStarted) and isinstance(call, ToolCall) and begun.id == call.id
+    assert 0.2 <= begun_at < 0.35 and call_at - begun_at >= 0.25
+    assert emu.log.openai[0]["tokens_sent"] > 6  # the arguments came in many pieces
 
 
 async def test_stall_before_first_token_times_out_within_budget(emu: EmulatorServer) -> None:
