@@ -28,6 +28,7 @@ from gateway.call import CLOSE_BUSY, CLOSE_FORBIDDEN, CLOSE_NOT_READY, CallServi
 from providers.settings import Settings
 from gateway.gc_pacer import GcPacer, freeze_heap
 from gateway.logs import event as log_event, mask_number
+from gateway.public_urls import PublicUrls
 from gateway.security import RateLimits, SecurityMiddleware, TwilioSignatures
 from gateway.session import SessionSettings
 from gateway.shared_state import shared_state
@@ -168,12 +169,12 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         finally:
             await gw.shutdown()
 
-    signatures = TwilioSignatures(settings.twilio_auth_token, settings.twilio_validate_signatures,
-                                  settings.media_stream_url)
+    signatures = TwilioSignatures(settings.twilio_auth_token, settings.twilio_validate_signatures)
+    # PUBLIC_URL, or where each request was sent (its Host; trusted proxies' X-Forwarded-*).
+    urls = PublicUrls(settings.public_url, settings.trusted_proxy_hops)
 
     def signed(request: Request, form: dict[str, str]) -> bool:
-        query = request.url.query
-        url = settings.public_http_url(request.url.path) + (f"?{query}" if query else "")
+        url = urls.origin(request.scope).http_url(request.url.path, request.url.query)  # what Twilio signed
         if signatures.check_http(url, form, request.headers.get("x-twilio-signature")):
             return True
         metrics.ERRORS.labels("bad_signature", "twilio").inc()
@@ -201,9 +202,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
             metrics.ERRORS.labels("busy", "gateway").inc()
             body = twiml.busy()
         else:
-            body = twiml.connect_stream(settings.media_stream_url, settings.public_http_url("/twilio/voice"),
-                                        call_sid, caller, attempt=attempt,
-                                        direction=str(form.get("Direction", "inbound")).split("-")[0])
+            origin = urls.origin(request.scope)
+            body = twiml.connect_stream(origin.stream_url, origin.http_url("/twilio/voice"), call_sid, caller,
+                                        attempt=attempt, direction=str(form.get("Direction", "inbound")).split("-")[0])
         log_event(log, "voice webhook", call_sid=call_sid, caller=mask_number(caller), attempt=attempt)
         return Response(body, media_type="application/xml")
 
@@ -219,7 +220,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         if "token" in ws.query_params and not auth.softphone_connection_allowed(settings.dashboard_token, ws):
             await ws.close(auth.CLOSE_UNAUTHORIZED)  # before accept: the handshake is refused
             return
-        if "token" not in ws.query_params and not signatures.check_media_upgrade(ws.headers.get("x-twilio-signature")):
+        if "token" not in ws.query_params and not signatures.check_media_upgrade(
+                urls.origin(ws.scope).stream_url, ws.headers.get("x-twilio-signature")):
             metrics.ERRORS.labels("bad_signature", "twilio").inc()
             log_event(log, "refused a media stream with a missing or forged Twilio signature", logging.WARNING)
             await ws.close(CLOSE_FORBIDDEN)  # before accept: the handshake is answered 403
@@ -276,7 +278,8 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
                                 status_code=503)
         try:
             body = await request.json()
-            sid = await place_call(settings, gw.twilio, str(body.get("to", "")), str(body.get("from", "")))
+            sid = await place_call(settings, gw.twilio, urls.origin(request.scope), str(body.get("to", "")),
+                                   str(body.get("from", "")))
         except (ValueError, AttributeError) as exc:
             return JSONResponse({"error": str(exc) or "the body must be JSON: {\"to\": \"+1...\"}"}, status_code=400)
         except ProviderError as exc:

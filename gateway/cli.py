@@ -65,12 +65,15 @@ def serve(argv: list[str]) -> int:
         _prepare_multiprocess_metrics()
         uvicorn.run("gateway.asgi:app", host=settings.host, port=settings.port, workers=settings.workers,
                     log_config=None, http=HttpProtocol, ws=DirectReceiveProtocol, ws_max_size=settings.max_message_bytes,
-                    lifespan="on")
+                    lifespan="on", proxy_headers=False)  # see below
         return 0
     from gateway.app import create_app
 
+    # X-Forwarded-* are trusted by TRUSTED_PROXY_HOPS alone (gateway/public_urls.py,
+    # gateway/security.py), not also by uvicorn's default trust of 127.0.0.1.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                http=HttpProtocol, ws=DirectReceiveProtocol, ws_max_size=settings.max_message_bytes, lifespan="on")
+                http=HttpProtocol, ws=DirectReceiveProtocol, ws_max_size=settings.max_message_bytes, lifespan="on",
+                proxy_headers=False)
     return 0
 
 

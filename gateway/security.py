@@ -2,10 +2,11 @@
 
 Signatures. Twilio signs every webhook and the Media Streams WebSocket upgrade with the account's
 auth token (`X-Twilio-Signature`: HMAC-SHA1 over the URL and the sorted form parameters). We check
-them against the PUBLIC URL rebuilt from `PUBLIC_URL` (never the local socket address: behind a
-proxy they differ), and for the WebSocket against the `wss://` URL from our own TwiML with empty
-parameters (PROTOCOLS.md section 4). Checking is on whenever `TWILIO_AUTH_TOKEN` is set; turning it
-off is an explicit `TWILIO_VALIDATE_SIGNATURES=false`, logged loudly at startup.
+them against the URL Twilio requested, as `gateway.public_urls` rebuilds it: from `PUBLIC_URL` when
+set, else from the request's Host (and trusted proxies' X-Forwarded-Proto/-Host), never the local
+socket address, which behind a proxy differs. For the WebSocket it is the stream URL our own TwiML
+gave, with empty parameters (PROTOCOLS.md section 4). Checking is on whenever `TWILIO_AUTH_TOKEN` is
+set; turning it off is an explicit `TWILIO_VALIDATE_SIGNATURES=false`, logged loudly at startup.
 
 Rate limits. A token bucket per client IP for HTTP requests and another for WebSocket upgrades,
 in a bounded table (the oldest IPs are forgotten first, so a scan from many addresses cannot grow
@@ -60,20 +61,21 @@ class TokenBuckets:
 
 
 class TwilioSignatures:
-    def __init__(self, auth_token: str, enabled: bool, media_stream_url: str) -> None:
+    def __init__(self, auth_token: str, enabled: bool) -> None:
         self.enabled = bool(auth_token) and enabled
         self._validator = RequestValidator(auth_token) if auth_token else None
-        self._media_stream_url = media_stream_url
 
     def check_http(self, public_url: str, params: Mapping[str, str], signature: str | None) -> bool:
+        """`public_url`: the webhook's URL as Twilio requested it, query string included."""
         if not self.enabled:
             return True
         return bool(signature) and self._validator.validate(public_url, dict(params), signature)
 
-    def check_media_upgrade(self, signature: str | None) -> bool:
+    def check_media_upgrade(self, stream_url: str, signature: str | None) -> bool:
+        """`stream_url`: the wss:// URL Twilio opened, the one our TwiML gave it."""
         if not self.enabled:
             return True
-        return bool(signature) and self._validator.validate(self._media_stream_url, {}, signature)
+        return bool(signature) and self._validator.validate(stream_url, {}, signature)
 
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (

@@ -1111,8 +1111,10 @@ def _with_token(url: str, token: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _twilio_signature() -> str | None:
-    """X-Twilio-Signature over the configured public stream URL, when an auth token is set."""
+def _twilio_signature(url: str) -> str | None:
+    """X-Twilio-Signature over the stream URL, when an auth token is set: PUBLIC_URL's when that is set,
+    else the URL this caller connects to, which the gateway rebuilds from the request
+    (gateway/public_urls.py)."""
     if not os.environ.get("TWILIO_AUTH_TOKEN", "").strip():
         return None
     from twilio.request_validator import RequestValidator
@@ -1120,7 +1122,7 @@ def _twilio_signature() -> str | None:
     from providers.settings import Settings
 
     settings = Settings.from_env()
-    return RequestValidator(settings.twilio_auth_token).compute_signature(settings.media_stream_url, {})
+    return RequestValidator(settings.twilio_auth_token).compute_signature(settings.media_stream_url or url, {})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1135,7 +1137,7 @@ def main(argv: list[str] | None = None) -> int:
             parameters["From"] = args.from_number
         url = _with_token(args.url, args.token) if args.token else args.url
         if not args.token and not args.no_sign and "X-Twilio-Signature" not in headers:
-            signature = _twilio_signature()
+            signature = _twilio_signature(url)
             if signature:
                 headers["X-Twilio-Signature"] = signature
     except Exception as exc:  # bad arguments or environment: say which, no traceback

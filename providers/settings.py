@@ -34,7 +34,10 @@ class Settings:
     # --- network surface ---
     port: int = 8000
     host: str = "0.0.0.0"
-    public_url: str = "http://localhost:8000"  # the URL Twilio reaches us at; the wss:// stream URL is built from it
+    # PUBLIC_URL: the URL Twilio reaches us at (https://voice.example.com); the TwiML's wss:// stream URL
+    # and the signature checks use it. Empty: each request's own (its Host header, with the port; behind
+    # trusted proxies their X-Forwarded-Proto/-Host): gateway/public_urls.py.
+    public_url: str = ""
     workers: int = 1  # uvicorn worker processes (WEB_CONCURRENCY)
 
     # --- providers (empty key = engine not configured) ---
@@ -81,7 +84,10 @@ class Settings:
     http_rate_per_ip: float = 20.0  # requests/s per client IP (burst 3x): stops floods, not dashboards
     ws_rate_per_ip: float = 20.0  # WebSocket upgrades/s per IP (burst 5x): Twilio opens many streams from few IPs
     cors_origins: str = ""  # comma-separated origins allowed to call the HTTP API from a browser; empty = none
-    trusted_proxy_hops: int = 0  # proxies in front that append to X-Forwarded-For (for per-IP limits)
+    # Proxies in front of the gateway whose X-Forwarded-For (per-IP limits) and, without PUBLIC_URL,
+    # X-Forwarded-Proto / X-Forwarded-Host (the URLs in the TwiML, signatures) are trusted. 0: none, a
+    # client could send those headers itself.
+    trusted_proxy_hops: int = 0
     breaker_failure_threshold: int = 3  # consecutive failures that open a provider's circuit breaker
     breaker_reset_seconds: float = 15.0  # how long an open breaker sends calls straight to the fallback
     stt_workers: int = 2  # threads for local whisper: one per core
@@ -92,16 +98,13 @@ class Settings:
 
     @property
     def public_host(self) -> str:
+        """PUBLIC_URL's host[:port]; "" when unset (then each request's own: gateway/public_urls.py)."""
         return urlsplit(self.public_url).netloc
 
     @property
     def media_stream_url(self) -> str:
-        """The public wss:// URL Twilio connects to, also the URL signatures are computed over."""
-        return f"wss://{self.public_host}/twilio/media"
-
-    def public_http_url(self, path: str) -> str:
-        parts = urlsplit(self.public_url)
-        return f"{parts.scheme}://{parts.netloc}{path}"
+        """PUBLIC_URL's wss:// stream URL, the one Twilio connects to and signs; "" when unset."""
+        return f"wss://{self.public_host}/twilio/media" if self.public_url else ""
 
     @property
     def deepgram_enabled(self) -> bool:
@@ -162,8 +165,10 @@ class Settings:
         if self.whisper_model not in WHISPER_MODELS:
             raise ConfigError(f"WHISPER_MODEL must be one of {', '.join(WHISPER_MODELS)}, not {self.whisper_model!r}")
         parts = urlsplit(self.public_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if self.public_url and (parts.scheme not in ("http", "https") or not parts.netloc):
             raise ConfigError(f"PUBLIC_URL must be an http(s) URL such as https://voice.example.com, not {self.public_url!r}")
+        if self.trusted_proxy_hops < 0:
+            raise ConfigError("TRUSTED_PROXY_HOPS must not be negative")
         for name in ("port", "max_concurrent_calls", "max_call_seconds", "workers", "end_of_speech_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be positive")

@@ -29,19 +29,22 @@ def test_token_bucket_allows_burst_then_rate():
 
 
 def test_signature_checks_url_and_params():
-    sig = TwilioSignatures(TOKEN, True, "wss://gw.example.com/twilio/media")
+    sig = TwilioSignatures(TOKEN, True)
     validator = RequestValidator(TOKEN)
     url = "https://gw.example.com/twilio/voice"
     params = {"CallSid": "CA1", "From": "+15550001111"}
     good = validator.compute_signature(url, params)
     assert sig.check_http(url, params, good)
     assert not sig.check_http(url, {**params, "From": "+15559999999"}, good)
+    assert not sig.check_http("https://other.example/twilio/voice", params, good)
     assert not sig.check_http(url, params, None)
-    ws_good = validator.compute_signature("wss://gw.example.com/twilio/media", {})
-    assert sig.check_media_upgrade(ws_good) and not sig.check_media_upgrade("forged")
+    stream = "wss://gw.example.com/twilio/media"
+    ws_good = validator.compute_signature(stream, {})
+    assert sig.check_media_upgrade(stream, ws_good) and not sig.check_media_upgrade(stream, "forged")
+    assert not sig.check_media_upgrade("wss://other.example/twilio/media", ws_good)
     # Without a token there is nothing to check against; explicitly disabled means disabled.
-    assert TwilioSignatures("", True, "wss://x/twilio/media").check_media_upgrade(None)
-    assert TwilioSignatures(TOKEN, False, "wss://x/twilio/media").check_http(url, params, None)
+    assert TwilioSignatures("", True).check_media_upgrade("wss://x/twilio/media", None)
+    assert TwilioSignatures(TOKEN, False).check_http(url, params, None)
 
 
 @pytest.fixture(scope="module")
