@@ -1,6 +1,6 @@
 """How a turn the rules do not understand should use the LLM: the alternatives, measured.
 
-Runs bench/off_script.py's conversation through the dialog (the official openai SDK, through the
+Runs the off-script conversation of loadgen/conversations.py through the dialog (the official openai SDK, through the
 gateway's OpenAiLlm and GuardedLlm, against the OpenAI emulator at LLM first token 300 ms and 50
 tokens/s), once per alternative, and reports per turn kind the time from the caller's final
 transcript to the first speakable phrase (what the TTS engine gets first) and the LLM requests made
@@ -25,14 +25,16 @@ import json
 import statistics
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import AsyncIterator
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.off_script import RULES, TODAY, TURNS  # noqa: E402
 from dialog.chunker import SentenceChunker  # noqa: E402
+from dialog.events import StartReply  # noqa: E402
 from dialog.intents import Intent  # noqa: E402
 from dialog.latency import LatencySuite  # noqa: E402
 from dialog.llm_prompts import TOOL_NAME, parse_tool_arguments, tool  # noqa: E402
@@ -41,15 +43,18 @@ from dialog.machine import Conversation, DialogSettings, next_steps  # noqa: E40
 from dialog.responder import ReplyEnd, RuleResponder  # noqa: E402
 from emulators.config import EmulatorConfig  # noqa: E402
 from emulators.server import running_emulators  # noqa: E402
-from providers.settings import Settings  # noqa: E402
-from dialog.events import StartReply  # noqa: E402
+from loadgen.conversations import OFF_SCRIPT, off_script_day, off_script_rules  # noqa: E402
 from providers.base import ToolCall  # noqa: E402
 from providers.breaker import CircuitBreaker  # noqa: E402
 from providers.chain import GuardedLlm  # noqa: E402
 from providers.openai_llm import OpenAiLlm  # noqa: E402
+from providers.settings import Settings  # noqa: E402
 
 EXTRACT = "Call record_booking_details with what the caller just said. Resolve relative dates against today."
 PHRASE_REPLY = "Certainly, let me take care of that for you. Does that work?"
+TODAY = datetime(2026, 11, 18, 10, 0, tzinfo=ZoneInfo("America/New_York"))  # the dialog's clock, fixed
+TURNS: list[tuple[str | None, str]] = [(None, "greeting"), *OFF_SCRIPT]
+RULES = off_script_rules(off_script_day(TODAY.date()))
 
 
 class TwoRequests(LlmResponder):

@@ -143,6 +143,9 @@ class MediaCall:
         self._protocol_errors = 0
         self._frames_in = self._frames_out = 0  # counted here, added to the metrics in batches
         self.turns: list[dict] = []
+        # turn -> what its first audio waited for (`ReplyEnd.kind`: quick, cache, llm, llm_tool, rules),
+        # kept until the turn is recorded, for latency per turn kind.
+        self._reply_kinds: dict[int, str] = {}
 
     # ------------------------------------------------------------------ socket loop
 
@@ -517,6 +520,8 @@ class MediaCall:
         except Exception as exc:
             self._provider_failed("llm", turn, exc, default_provider="dialog")
             return
+        if end.kind:
+            self._reply_kinds[turn] = end.kind
         self._feed(ReplyDone(self.loop.time(), turn, hang_up=end.hang_up, transfer_to=end.transfer_to))
 
     def _cancel_reply(self, action: CancelReply) -> None:
@@ -578,6 +583,7 @@ class MediaCall:
 
     def _record_turn(self, timings: TurnTimings) -> None:
         split = timings.split()
+        kind = self._reply_kinds.pop(timings.turn_id, "")
         turn = {
             "turn_id": timings.turn_id,
             "user_text": timings.user_text,
@@ -586,7 +592,8 @@ class MediaCall:
             "interrupted": timings.interrupted,
             "dtmf": timings.dtmf,
             "backchannel": timings.backchannel,
-            "timings": split,
+            # The kind goes with the timings, which the store keeps whole: latency per turn kind.
+            "timings": {**split, "reply_kind": kind} if kind else split,
             "at": time.time(),
         }
         self.turns.append(turn)

@@ -5,7 +5,8 @@
     voicegate bench --url ws://127.0.0.1:8000/twilio/media --gateway-pid 1234 -c 10
 
 Each call is a real-time `loadgen.simcaller` call (20 ms frames, marks echoed, a simulated
-speaker): it waits for the greeting, then speaks `--turns` utterances, the one at `--barge-in-turn`
+speaker): it waits for the greeting, then speaks `--turns` utterances of `--conversation` (a booking
+the rules understand, or an off-script one: loadgen/conversations.py), the one at `--barge-in-turn`
 500 ms into the agent's previous reply (a barge-in). Calls start `--ramp-s` apart in total (never
 all in one millisecond), at phases spread over the 20 ms frame clock as independent callers' are;
 each is cut at `--max-call-s`; no call starts after `--duration` and the whole run ends by
@@ -14,12 +15,16 @@ each is cut at `--max-call-s`; no call starts after `--duration` and the whole r
 What it reports (the definitions matter more than the numbers):
 
 - voice-to-voice: caller speech end (last voiced frame sent) -> reply audio starts playing at the
-  caller, p50/p95/p99 over every answered turn. The greeting is reported apart.
+  caller, p50/p95/p99 over every answered turn. The greeting is reported apart. Also per kind of
+  caller line (script / answer / tool, from the conversation) and, when the gateway's store is at
+  hand (`--spawn`, or `--gateway-db`), per kind of reply: what the gateway's first audio waited for
+  (quick response, cache, one LLM request, LLM + tool), as it recorded each turn.
 - caller-side overhead: voice-to-voice minus the end-of-speech wait (the Deepgram endpointing the
   gateway asked the emulator for, audio time after the last voiced frame) minus the providers'
   configured share (STT final delay + LLM first token + the token stream up to the first phrase the
   gateway's chunker would speak + TTS first byte). Only computed when the emulators' settings are
-  known (`--spawn`, or `--emulators-url`).
+  known (`--spawn`, or `--emulators-url`), and for the booking conversation, whose every turn has
+  that one share.
 - gateway overhead: the gateway's own `voicegate_gateway_overhead_seconds` histogram, scraped
   before and after; p50/p99 are interpolated inside the buckets of the difference.
 - barge-in: caller speech onset -> `clear` received, p50/p95 over the barge-in turns.
@@ -57,21 +62,17 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
+from loadgen import conversations
 from loadgen.stats import percentile, summarize
 from loadgen.simcaller import FRAME_BYTES, FRAME_S, CallerTurn, CallReport, run_call
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The caller's script. The texts are spoken by the local Piper voice (so the offline gateway's
-# whisper and Pipecat's Silero VAD hear real speech) and are the Deepgram emulator's transcripts in
-# the same order, so the cloud path's dialog sees what was "said". Booking phrases the rules know,
-# so a turn is one LLM request, not an extraction plus a phrasing.
-UTTERANCES = (
-    "I would like to book an appointment please.",
-    "Next Tuesday at three in the afternoon.",
-    "Yes, that is right.",
-    "Thank you very much.",
-)
+# The caller's script (`--conversation`, loadgen/conversations.py). The texts are spoken by the local
+# Piper voice (so the offline gateway's whisper and Pipecat's Silero VAD hear real speech) and are the
+# Deepgram emulator's transcripts in the same order, so the cloud path's dialog sees what was "said".
+# The default: booking phrases the rules know.
+UTTERANCES = conversations.lines("booking")
 # The emulated LLM's reply: two sentences, so sentence-by-sentence TTS runs, and long enough
 # (~5 s at the ElevenLabs emulator's 65 ms/char) that a barge-in 500 ms in lands inside it.
 LLM_REPLY = "Sure, I can help you with that. Which day and time would suit you best?"
@@ -123,6 +124,7 @@ class BenchOptions:
     metrics_url: str = ""
     gateway_pid: int | None = None
     emulators_url: str = ""
+    gateway_db: str = ""  # a running gateway's VOICEGATE_DB, read for the kind of each turn's reply
     spawn: bool = False
     offline: bool = False  # --spawn the gateway on its local engines, no emulators
     concurrency: int = 10
@@ -132,7 +134,8 @@ class BenchOptions:
     max_call_s: float = 90.0
     max_reply_wait_s: float = 10.0
     reply_quiet_ms: int = 700
-    turns: int = 3
+    conversation: str = "booking"
+    turns: int = 0  # 0: the conversation's own length (booking: 3 of its 4 lines, as always)
     barge_in_turn: int = 1  # -1: none
     barge_in_ms: int = 500
     procs: int = 1
@@ -178,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--metrics-url", default="", help="its /metrics (default: derived from --url; none if unreachable)")
     g.add_argument("--gateway-pid", type=int, default=None, help="sample this process's CPU and RSS")
     g.add_argument("--emulators-url", default="", help="the emulators the gateway uses: read their latencies")
+    g.add_argument("--gateway-db", default="", help="the gateway's VOICEGATE_DB: voice-to-voice per reply kind")
     g.add_argument("--first-phrase", dest="first_phrase_rule", choices=FIRST_PHRASE_RULES, default="gateway",
                    help="how the target cuts the LLM stream into its first spoken phrase: voicegate's chunker, "
                         "or a whole sentence (Pipecat), for the providers' share of the caller-side overhead")
@@ -195,7 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-call-s", type=float, default=d.max_call_s)
     g.add_argument("--max-reply-wait-s", type=float, default=d.max_reply_wait_s)
     g.add_argument("--reply-quiet-ms", type=int, default=d.reply_quiet_ms)
-    g.add_argument("--turns", type=int, default=d.turns, help=f"caller utterances per call (1-{len(UTTERANCES)})")
+    g.add_argument("--conversation", choices=tuple(conversations.CONVERSATIONS), default=d.conversation,
+                   help="what the callers say: booking phrases the rules understand, or an off-script "
+                        "conversation (most turns need the LLM to understand them or answer)")
+    g.add_argument("--turns", type=int, default=d.turns,
+                   help="caller utterances per call (0: the conversation's default; at most its length)")
     g.add_argument("--barge-in-turn", type=int, default=d.barge_in_turn, help="this turn barges in (-1: none)")
     g.add_argument("--barge-in-ms", type=int, default=d.barge_in_ms, help="...this long after the reply starts")
     g.add_argument("--procs", type=int, default=d.procs, help="load generator processes")
@@ -250,8 +258,11 @@ def options_from_args(argv: Sequence[str]) -> BenchOptions:
         raise ValueError("--offline only applies to --spawn")
     if opts.concurrency < 1 or opts.total_calls < 1 or opts.procs < 1:
         raise ValueError("--concurrency, --calls and --procs must be positive")
-    if not 1 <= opts.turns <= len(UTTERANCES):
-        raise ValueError(f"--turns must be 1-{len(UTTERANCES)}")
+    lines = conversations.lines(opts.conversation)
+    if opts.turns == 0:
+        opts.turns = conversations.DEFAULT_TURNS[opts.conversation]
+    if not 1 <= opts.turns <= len(lines):
+        raise ValueError(f"--turns must be 1-{len(lines)} for the {opts.conversation} conversation")
     if opts.emulators_cpu is None:
         opts.emulators_cpu = opts.loadgen_cpu
     return opts
@@ -306,7 +317,7 @@ def trim_silence(audio: bytes) -> bytes:
 
 def caller_script(audio: dict[str, bytes], opts: BenchOptions) -> list[CallerTurn]:
     turns = []
-    for i, text in enumerate(UTTERANCES[: opts.turns]):
+    for i, text in enumerate(conversations.lines(opts.conversation)[: opts.turns]):
         barge = opts.barge_in_ms if i == opts.barge_in_turn else None
         turns.append(CallerTurn(text=text, audio=audio[text], barge_in_ms=barge))
     return turns
@@ -552,6 +563,7 @@ class Stack:
     emulators_log: Path | None = None
     processes: list[subprocess.Popen] = field(default_factory=list)
     emulator_roles: dict[str, tuple[str, int]] = field(default_factory=dict)  # role -> (url, pid) when split
+    gateway_db: str = ""
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float, log: Path) -> None:
@@ -597,8 +609,13 @@ def emulator_command(port: int, opts: BenchOptions, tmp: Path) -> list[str]:
         script = tmp / "llm-script.json"
         script.write_text(json.dumps(replies))
         cmd += ["--llm-script", str(script)]
-    for text in UTTERANCES:
+    for text in conversations.lines(opts.conversation):
         cmd += ["--transcript", text]
+    rules = conversations.llm_rules(opts.conversation)
+    if rules:  # what the emulated model does with each off-script line: speak, call the tool, both
+        path = tmp / "llm-rules.json"
+        path.write_text(json.dumps(rules))
+        cmd += ["--llm-rules", str(path)]
     return cmd
 
 
@@ -670,7 +687,8 @@ def spawned_stack(opts: BenchOptions) -> Iterator[Stack]:
         wait_http(f"http://127.0.0.1:{port}/readyz", gw, READY_TIMEOUT_S, log)
         yield Stack(url=f"ws://127.0.0.1:{port}/twilio/media", metrics_url=f"http://127.0.0.1:{port}/metrics",
                     gateway_pid=gw.pid, emulators_url=emulators_url, emulators_pid=emulators_pid,
-                    gateway_log=log, emulators_log=emulators_log, processes=procs, emulator_roles=roles)
+                    gateway_log=log, emulators_log=emulators_log, processes=procs, emulator_roles=roles,
+                    gateway_db=str(tmp / "voicegate.db"))
     finally:
         for proc in reversed(procs):
             stop_process(proc)
@@ -687,6 +705,7 @@ def call_record(report: CallReport, started: float, ended: float) -> dict[str, A
     """What the parent needs of one call: compact and picklable (no audio)."""
     played = sum(n for _, n in report.heard_segments)
     return {
+        "call_sid": report.call_sid,
         "error": report.error,
         "completed": report.completed,
         "hung_up": report.hung_up_by_gateway,
@@ -867,6 +886,7 @@ class Target:
     emulators_url: str
     emulators_pid: int | None
     emulator_roles: dict[str, tuple[str, int]] = field(default_factory=dict)  # role -> (url, pid): its own process
+    gateway_db: str = ""  # the gateway's store: the kind of each turn's reply
 
 
 def read_emulator_settings(emulators_url: str) -> dict[str, Any] | None:
@@ -909,7 +929,7 @@ async def bench(opts: BenchOptions, target: Target) -> dict[str, Any]:
     set_nice(opts.nice)
     if not opts.spawn and target.gateway_pid is not None:
         pin(target.gateway_pid, opts.gateway_cpu)  # a spawned gateway was started under taskset
-    audio = await asyncio.to_thread(render_utterances, UTTERANCES[: opts.turns], opts.voice)
+    audio = await asyncio.to_thread(render_utterances, conversations.lines(opts.conversation)[: opts.turns], opts.voice)
     turns = caller_script(audio, opts)
 
     emulated = read_emulator_settings(target.emulators_url) if target.emulators_url else None
@@ -935,8 +955,46 @@ async def bench(opts: BenchOptions, target: Target) -> dict[str, Any]:
     settled = sampler.snapshot("gateway")
     emulator_log = await asyncio.to_thread(read_emulator_log, target.emulators_url, target.emulator_roles) \
         if target.emulators_url else None
+    if target.gateway_db:
+        await asyncio.to_thread(add_reply_kinds, target.gateway_db, [r for res in results for r in res.get("records", [])])
     return build_report(opts, target, results, sampler, idle, settled, before, after, emulated,
                         endpointing_from_log(emulator_log), warm_errors, t_start, t_end, emulator_log)
+
+
+def add_reply_kinds(db_path: str, records: list[dict[str, Any]]) -> None:
+    """Each caller turn's `reply_kind` from the gateway's own record of the call (its store): what the
+    first reply audio waited for. Matched by the words, in order: the gateway's turn of a caller line
+    is the next one stored with that transcript."""
+    from dialog.store import Store
+
+    try:
+        store = Store(db_path)
+    except Exception:  # no store, no kinds: the rest of the report stands
+        return
+    try:
+        for record in records:
+            call = store.get_call(record.get("call_sid") or "") if record.get("call_sid") else None
+            stored = [t for t in (call or {}).get("turns", []) if t.get("user_text")]
+            i = 0
+            for turn in record["turns"]:
+                j = next((k for k in range(i, len(stored)) if stored[k]["user_text"] == turn.get("text")), None)
+                if j is None:
+                    continue
+                turn["reply_kind"] = (stored[j].get("timings") or {}).get("reply_kind")
+                i = j + 1
+    finally:
+        store.close()
+
+
+def latency_by(records: list[dict[str, Any]], key) -> dict[str, dict[str, Any]]:
+    """Voice-to-voice of the answered turns, grouped by `key(turn)` (groups of None left out)."""
+    groups: dict[str, list[float]] = {}
+    for record in records:
+        for turn in record["turns"]:
+            group = key(turn)
+            if group is not None and turn["latency_ms"] is not None:
+                groups.setdefault(group, []).append(turn["latency_ms"])
+    return {group: summarize(values) for group, values in sorted(groups.items())}
 
 
 def _add(a: float | None, b: float | None) -> float | None:
@@ -1024,9 +1082,14 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
     reply_timeouts = sum(1 for r in records for t in r["turns"] if t["reply_timeout"])
     turns_spoken = sum(1 for r in records for t in r["turns"])
 
-    # Caller-side overhead: what is left of voice-to-voice after the configured waits.
+    line_kinds = conversations.kinds(opts.conversation)
+    by_line_kind = latency_by(records, lambda t: line_kinds.get(t.get("text", "")))
+    by_reply_kind = latency_by(records, lambda t: t.get("reply_kind"))
+
+    # Caller-side overhead: what is left of voice-to-voice after the configured waits. Only for a
+    # conversation whose every turn has one configured share (the booking one: a phrasing each).
     overhead_caller = None
-    if emulated is not None:
+    if emulated is not None and opts.conversation == "booking":
         if opts.eos_wait_ms is not None:
             eos, eos_source = opts.eos_wait_ms, "--eos-wait-ms"
         elif endpointing is not None:
@@ -1156,6 +1219,10 @@ def build_report(opts: BenchOptions, target: Target, results: list[dict[str, Any
                   "failed": len(failed), "errors": errors, "warmup_errors": warm_errors},
         "turns": {"spoken": turns_spoken, "answered": len(latencies), "reply_timeouts": reply_timeouts},
         "voice_to_voice_ms": summarize(latencies),
+        # By the kind of caller line (script / answer / tool), and by what the gateway's first audio
+        # waited for (quick / cache / llm / llm_tool / rules), when its store was read.
+        "voice_to_voice_by_line_kind_ms": by_line_kind,
+        "voice_to_voice_by_reply_kind_ms": by_reply_kind,
         "greeting_ms": summarize(greetings),
         "overhead_caller_ms": overhead_caller,
         "overhead_gateway_ms": overhead_gateway,
@@ -1202,6 +1269,10 @@ def format_report(r: dict[str, Any]) -> str:
         ("voice-to-voice ms", f"p50 {_f(v2v['p50'])}  p95 {_f(v2v['p95'])}  p99 {_f(v2v['p99'])}  max {_f(v2v['max'])}"),
         ("greeting ms", f"p50 {_f(r['greeting_ms']['p50'])}  p95 {_f(r['greeting_ms']['p95'])}"),
     ]
+    for title, groups in (("by caller line", r.get("voice_to_voice_by_line_kind_ms") or {}),
+                          ("by reply kind", r.get("voice_to_voice_by_reply_kind_ms") or {})):
+        for group, s in groups.items():
+            rows.append((f"  {title}: {group}", f"p50 {_f(s['p50'])}  p95 {_f(s['p95'])}  (n={s['n']})"))
     if oc:
         rows.append(("overhead (caller) ms", f"p50 {_f(oc['p50'])}  p95 {_f(oc['p95'])}  p99 {_f(oc['p99'])}  "
                                              f"(v2v - {oc['subtracted_ms']} ms configured waits)"))
@@ -1263,10 +1334,10 @@ def run(opts: BenchOptions) -> dict[str, Any]:
     if opts.spawn:
         with spawned_stack(opts) as stack:
             target = Target(stack.url, stack.metrics_url, stack.gateway_pid, stack.emulators_url, stack.emulators_pid,
-                            stack.emulator_roles)
+                            stack.emulator_roles, stack.gateway_db)
             return _run_loop(bench(opts, target))
     target = Target(opts.url, opts.metrics_url or default_metrics_url(opts.url), opts.gateway_pid,
-                    opts.emulators_url.rstrip("/"), None)
+                    opts.emulators_url.rstrip("/"), None, gateway_db=opts.gateway_db)
     return _run_loop(bench(opts, target))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from loadgen import bench
+from loadgen import bench, conversations
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,3 +156,40 @@ def test_call_starts_spread_over_the_frame_clock(concurrency):
 def test_call_offsets_single_call_starts_at_once():
     assert bench.call_offsets(1, 0.0) == [0.0]
     assert bench.call_offsets(0, 1.0) == []
+
+
+def test_the_off_script_conversation_runs_whole_with_its_rules(tmp_path):
+    opts = bench.options_from_args(["--spawn", "--conversation", "off-script"])
+    assert opts.turns == len(conversations.OFF_SCRIPT)  # every line unless asked
+    assert bench.options_from_args(["--spawn"]).turns == 3  # the booking conversation as before
+    assert bench.main(["--spawn", "--conversation", "off-script", "--turns", str(len(conversations.OFF_SCRIPT) + 1)]) == 2
+    kinds = [kind for _, kind in conversations.OFF_SCRIPT]
+    assert sum(kind != "script" for kind in kinds) * 3 >= len(kinds)  # at least a third off script
+    cmd = bench.emulator_command(9100, opts, tmp_path)
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--transcript"] == list(conversations.lines("off-script"))
+    rules = json.loads(Path(cmd[cmd.index("--llm-rules") + 1]).read_text())
+    assert set(rules) == set(conversations.off_script_rules())
+    assert "--llm-rules" not in bench.emulator_command(9100, bench.options_from_args(["--spawn"]), tmp_path)
+
+
+def test_reply_kinds_come_from_the_gateway_store_matched_by_the_words(tmp_path):
+    from dialog.store import Store
+
+    db = str(tmp_path / "voicegate.db")
+    with Store(db) as store:
+        for turn_id, (text, kind) in enumerate([("", "quick"), ("Hi, I need to change my delivery address.", "llm"),
+                                                ("Sometime around the middle of next week.", "llm_tool")]):
+            store.add_turn("CA1", {"turn_id": turn_id, "user_text": text, "agent_text": "x",
+                                   "timings": {"voice_to_voice_ms": 1.0, "reply_kind": kind}, "at": 1.0})
+    turns = [{"text": "Hi, I need to change my delivery address.", "latency_ms": 900.0},
+             {"text": "Oh okay. Yes, I would like to book an appointment then.", "latency_ms": None},
+             {"text": "Sometime around the middle of next week.", "latency_ms": 800.0}]
+    records = [{"call_sid": "CA1", "turns": turns}, {"call_sid": "CA-unknown", "turns": [dict(turns[0])]}]
+    bench.add_reply_kinds(db, records)
+    assert [t.get("reply_kind") for t in turns] == ["llm", None, "llm_tool"]
+    assert "reply_kind" not in records[1]["turns"][0]
+    by_kind = bench.latency_by(records, lambda t: t.get("reply_kind"))
+    assert {k: v["n"] for k, v in by_kind.items()} == {"llm": 1, "llm_tool": 1}
+    line_kinds = conversations.kinds("off-script")
+    by_line = bench.latency_by(records, lambda t: line_kinds.get(t["text"]))
+    assert by_line["answer"]["n"] == 2 and by_line["tool"]["p50"] == 800.0
