@@ -1,8 +1,10 @@
 """The offline intent classifier: what a caller's turn means for the booking dialog.
 
-Rule-based and stateless: `classify(text, now)` looks at one transcript and returns a
-`ParsedTurn` (the intent plus any date/time it carried). The state machine decides what the
-intent means where the call is; an LLM's tool call can produce the same `ParsedTurn` instead.
+Rule-based and stateless: `classify(text, now, question)` looks at one transcript and returns a
+`ParsedTurn` (the intent plus any date/time it carried). `question` is what the agent had just
+asked (`dialog.slots.Question`), so a bare "230" after "What time?" is a time and "the 16th" after
+"Which day?" a date; without it the turn is read alone. The state machine decides what the intent
+means where the call is; an LLM's tool call can produce the same `ParsedTurn` instead.
 
 Order of the rules, and why:
 1. A request to repeat ("what?", "say that again") unless it also carries a date or time.
@@ -14,6 +16,9 @@ Order of the rules, and why:
 4. Goodbye, unless a clear yes is in the same breath ("yes thanks, bye" confirms).
 5. No, then yes: negations are checked first so "that's not right" is not read as "right".
 6. Wanting an appointment at all ("I'd like to book").
+7. Half a slot, when nothing else was said: "...of December" (a month) is PROVIDE_DATE and
+   "...in the afternoon" (am/pm) PROVIDE_TIME, for the dialog to complete what it holds
+   (a caller's pause split one answer into two turns); with a "no", a CORRECTION.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from dialog.slots import Slots, TimeOfDay, extract, normalize
+from dialog.slots import Question, Slots, TimeOfDay, extract, normalize
 
 
 class Intent(enum.Enum):
@@ -52,11 +57,15 @@ class ParsedTurn:
     vague_date: bool = False
     invalid_date: bool = False
     invalid_time: bool = False
+    vague_time: bool = False  # a time of day with no hour ("after lunch")
+    month: int | None = None  # a month with no day: completes the day the call holds
+    meridiem: str | None = None  # "am"/"pm" with no hour: completes the time the call holds
 
     @classmethod
     def from_slots(cls, intent: Intent, slots: Slots, **kw: object) -> "ParsedTurn":
         return cls(intent, slots.date, slots.time, vague_date=slots.vague_date,  # type: ignore[arg-type]
-                   invalid_date=slots.invalid_date, invalid_time=slots.invalid_time, **kw)
+                   invalid_date=slots.invalid_date, invalid_time=slots.invalid_time,
+                   vague_time=slots.vague_time, month=slots.month, meridiem=slots.meridiem, **kw)
 
 
 def _words(*phrases: str) -> re.Pattern[str]:
@@ -65,6 +74,8 @@ def _words(*phrases: str) -> re.Pattern[str]:
 
 _REPEAT = re.compile(
     r"\b(?:repeat|say (?:that|it|this) again|come again|pardon|one more time|didn't (?:catch|hear|get)|"
+    # as whisper writes a half-heard "say that again, please" / "I didn't catch that"
+    r"(?:say|saying|save)\b.{0,12}\bagain|again please|catch that|"
     r"did not (?:catch|hear|get)|what did you (?:just )?say|what was that|can't hear|cannot hear|"
     r"couldn't hear|once more)\b|^(?:what|huh|sorry|eh|excuse me|what's that|sorry what|i'm sorry|"
     r"sorry i'm sorry|what sorry)$")
@@ -96,12 +107,13 @@ _TIME_TARGET = _words("time", "hour", "times")
 _DATE_TARGET = _words("date", "day", "days")
 
 
-def classify(text: str, now: datetime) -> ParsedTurn:
-    """What the caller's turn means. `now` is aware, in the business's timezone."""
+def classify(text: str, now: datetime, question: Question | None = None) -> ParsedTurn:
+    """What the caller's turn means. `now` is aware, in the business's timezone; `question` is what
+    the agent had just asked, if known."""
     s = normalize(text)
     if not s:
         return ParsedTurn(Intent.UNKNOWN)
-    slots = extract(text, now)
+    slots = extract(text, now, question)
     has_slots = slots.date is not None or slots.time is not None
     plain = _UNSURE.sub(" ", _NO_PROBLEM.sub("okay", s))
     said_no = bool(_NO.search(plain))
@@ -123,10 +135,15 @@ def classify(text: str, now: datetime) -> ParsedTurn:
             return ParsedTurn.from_slots(Intent.CORRECTION, slots, clear=clear)
     if _GOODBYE.search(s) and not strong_yes:
         return ParsedTurn.from_slots(Intent.GOODBYE, slots)
+    partial = slots.month is not None or slots.meridiem is not None
     if said_no:
-        return ParsedTurn.from_slots(Intent.DENY, slots)
+        return ParsedTurn.from_slots(Intent.CORRECTION if partial else Intent.DENY, slots)
     if any_yes:
         return ParsedTurn.from_slots(Intent.AFFIRM, slots)
     if _BOOK.search(s):
         return ParsedTurn.from_slots(Intent.BOOK, slots)
+    if slots.month is not None:
+        return ParsedTurn.from_slots(Intent.PROVIDE_DATE, slots)
+    if slots.meridiem is not None:
+        return ParsedTurn.from_slots(Intent.PROVIDE_TIME, slots)
     return ParsedTurn.from_slots(Intent.UNKNOWN, slots)

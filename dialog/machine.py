@@ -36,6 +36,14 @@ the tables:
    date alone. (CONFIRMATION, AFFIRM) books through the store; if a racing call took the slot
    meanwhile, the INSERT fails and CHECKS[RACE_LOST] offers the nearest free one instead.
 
+A yes or no while the agent asks for a day or a time answers a question it did not ask (the
+caller expected a read-back that never came, "Yes, that's all correct"): the agent says in one
+sentence what it still needs (need_date / need_time), counted as a misunderstanding like any re-ask,
+so it cannot loop. The question being answered goes to the classifier as context
+(`dialog.slots.Question`): after "What time?" a bare "230" is a time. Half an answer completes what
+the call holds: "...of December" moves the held day into December, "...in the afternoon" puts
+the held time in the afternoon.
+
 REPEAT replays the last reply without counting as a misunderstanding. DTMF during CONFIRMATION
 maps 1 to AFFIRM and 2 to DENY; "*" is REPEAT anywhere.
 
@@ -56,7 +64,7 @@ from dialog.schedule import (
     SEARCH_DAYS, WEEKDAY_NAMES, DialogSettings, is_open_day, nearest_slot, on_grid, say_date, say_days,
     say_hours, say_time, say_when, slot_start, within_hours,
 )
-from dialog.slots import TimeOfDay
+from dialog.slots import Question, TimeOfDay
 from dialog.store import Booking, BookingStore
 
 __all__ = ["CHECKS", "Check", "Conversation", "DialogReply", "DialogSettings", "Intent", "State",
@@ -89,6 +97,9 @@ class Check(enum.Enum):
 
 
 ASKING = (State.GREETING, State.COLLECT_DATE, State.COLLECT_TIME, State.CONFIRMATION)
+# What each asking state's question is, for reading a bare answer ("230", "the 16th") in context.
+QUESTIONS = {State.GREETING: Question.BOOK, State.COLLECT_DATE: Question.DATE,
+             State.COLLECT_TIME: Question.TIME, State.CONFIRMATION: Question.CONFIRM}
 REASK = {State.GREETING: "reask_greeting", State.COLLECT_DATE: "reask_date", State.COLLECT_TIME: "reask_time",
          State.CONFIRMATION: "reask_confirm"}
 
@@ -102,6 +113,11 @@ TRANSITIONS: dict[tuple[State, Intent], tuple[State, str]] = {
     (State.COLLECT_DATE, Intent.CORRECTION): (State.COLLECT_DATE, "ask_date"),
     (State.COLLECT_TIME, Intent.BOOK): (State.COLLECT_TIME, "ask_time"),
     (State.COLLECT_TIME, Intent.CORRECTION): (State.COLLECT_DATE, "ask_date"),
+    # A yes/no to a question not asked: say what is still needed (a re-ask, so it counts).
+    (State.COLLECT_DATE, Intent.AFFIRM): (State.FALLBACK, "need_date"),
+    (State.COLLECT_DATE, Intent.DENY): (State.FALLBACK, "need_date"),
+    (State.COLLECT_TIME, Intent.AFFIRM): (State.FALLBACK, "need_time"),
+    (State.COLLECT_TIME, Intent.DENY): (State.FALLBACK, "need_time"),
     (State.CONFIRMATION, Intent.AFFIRM): (State.TERMINAL, "booked"),  # guarded: books through the store
     (State.CONFIRMATION, Intent.DENY): (State.COLLECT_DATE, "change_ask"),  # keeps the slots as defaults
     (State.CONFIRMATION, Intent.BOOK): (State.CONFIRMATION, "confirm"),
@@ -214,7 +230,8 @@ class Conversation:
 
     def on_user(self, text: str, now: datetime) -> DialogReply:
         now = self._local(now)
-        return self._step(classify(text, now), now)
+        at = self._resume if self._state is State.FALLBACK else self._state
+        return self._step(classify(text, now, QUESTIONS.get(at)), now)
 
     def on_dtmf(self, digit: str, now: datetime) -> DialogReply:
         now = self._local(now)
@@ -262,7 +279,9 @@ class Conversation:
         at = self._resume if self._state is State.FALLBACK else self._state
         key_intent = turn.intent
         if turn.intent in SLOT_INTENTS:
-            key_intent = self._take_slots(turn, at)
+            key_intent = self._take_slots(turn, at, now)
+            if key_intent is Intent.UNKNOWN:  # nothing it said could be used: not understood
+                turn = replace(turn, intent=Intent.UNKNOWN)
         next_state, key = TRANSITIONS.get((at, key_intent), DEFAULT.get(at, (State.FALLBACK, "reask_greeting")))
 
         if next_state is State.FALLBACK:
@@ -288,14 +307,17 @@ class Conversation:
         return self._reply(key, turn.intent, now, booking=booking,
                            acknowledge=turn.intent is Intent.CORRECTION and key == "confirm")
 
-    def _take_slots(self, turn: ParsedTurn, at: State) -> Intent:
+    def _take_slots(self, turn: ParsedTurn, at: State, now: datetime) -> Intent:
         """Rule 1: merge the turn's slots into the call's and key the turn by what is now known."""
-        if turn.date is None and turn.time is None and not turn.clear:
-            return Intent.UNKNOWN  # a slot intent with no slot in it was not understood
+        completed_date = self._in_month(turn.month, now) if turn.date is None else None
+        completed_time = self._in_half_of_day(turn.meridiem) if turn.time is None else None
+        if (turn.date is None and turn.time is None and not turn.clear
+                and completed_date is None and completed_time is None):
+            return Intent.UNKNOWN  # a slot intent with no usable slot in it was not understood
         new_date = None if "date" in turn.clear else self._date
         new_time = None if "time" in turn.clear else self._time
-        new_date = turn.date or new_date
-        new_time = turn.time or new_time
+        new_date = turn.date or completed_date or new_date
+        new_time = turn.time or completed_time or new_time
         repeats_the_offer = new_date == self._date and _same_clock(new_time, self._time)
         if at is State.CONFIRMATION and turn.affirm and repeats_the_offer:
             return Intent.AFFIRM
@@ -309,9 +331,30 @@ class Conversation:
             return Intent.PROVIDE_TIME
         return Intent.CORRECTION
 
+    def _in_month(self, month: int | None, now: datetime) -> date | None:
+        """The held day of the month in `month` ("...of December"), this year or, if past, next."""
+        if month is None or self._date is None:
+            return None
+        for year in (now.year, now.year + 1):
+            try:
+                candidate = date(year, month, self._date.day)
+            except ValueError:  # the 31st of a 30-day month: not a day to guess
+                return None
+            if candidate >= now.date():
+                return candidate
+        return None
+
+    def _in_half_of_day(self, meridiem: str | None) -> TimeOfDay | None:
+        """The held time in the morning or afternoon the caller named ("...in the afternoon")."""
+        if meridiem is None or self._time is None:
+            return None
+        return TimeOfDay(self._time.hour % 12 + (12 if meridiem == "pm" else 0), self._time.minute)
+
     def _reask_key(self, key: str, turn: ParsedTurn, at: State) -> str:
         if at in (State.GREETING, State.COLLECT_DATE) and turn.vague_date:
             return "vague_date"
+        if at in (State.COLLECT_TIME, State.CONFIRMATION) and turn.vague_time:
+            return "vague_time"
         if turn.invalid_date:
             return "invalid_date"
         if turn.invalid_time:

@@ -77,6 +77,19 @@ PROMPTS: Mapping[str, tuple[str, ...]] = {
         "Sure. Which day exactly would you like? For example, Monday or Tuesday.",
         "Which day would that be? You could say a weekday, or a date like the 8th.",
     ),
+    "vague_time": (
+        "Sure. What time exactly would suit you? We're open {hours}.",
+        "What time would that be? For example, 10 am or 2:30 pm.",
+    ),
+    # A yes or no while a day or time was asked for: what is still needed, in one sentence.
+    "need_date": (
+        "I still need a day for your appointment: which day would suit you?",
+        "To book it I just need the day, such as tomorrow or next Monday.",
+    ),
+    "need_time": (
+        "I still need a time for {date}: what time would suit you?",
+        "To book {date} I just need a time, such as 10 am or 2:30 pm.",
+    ),
     "invalid_date": ("Hmm, I don't think that date exists. Which day would you like?",),
     "invalid_time": (
         "Hmm, that doesn't sound like a time I can book. What time would you like? We're open {hours}.",),

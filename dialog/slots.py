@@ -30,16 +30,40 @@ reading hears it and corrects it):
 - A number only counts as a time with some sign that it is one: am/pm, "o'clock", a colon, a part
   of the day, a word before it ("at", "around", "make it"...), or being the whole answer ("3.").
   "I have 2 kids" has no time in it.
+
+What STT engines write, besides what people would (the corpus in tests/dialog/corpus holds real
+whisper output): times without a separator ("230 in the afternoon", "1030 am", "at 1145"), a dot
+for the colon ("2.30"), "P.M"/"p m" for pm, "3 of the clock", ordinals as digits ("16th"), Deepgram's
+smart format ("2:30 PM", "December 16 2026", "12/16").
+
+The question the agent just asked (`Question`) settles what a bare answer means: after "What
+time?", "230" is 2:30 and "4" is 4 o'clock; after "Which day?", "16" and "the 16" are the 16th.
+Without it a bare 1-12 is read as an hour, as before.
+
+Half an answer (a caller who pauses mid-phrase is transcribed as two turns): "...of December" is
+`month` and "...in the afternoon" is `meridiem`, for the dialog to apply to the day or time it
+already holds. A part of the day with no hour ("after lunch", "in the afternoon") sets `vague_time`,
+a month with no day `vague_date`.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 # Bounds regex work on garbage input; ~15 s of speech is ~250 characters.
 MAX_TEXT_CHARS = 1000
+
+
+class Question(enum.Enum):
+    """What the agent just asked: the context a bare answer is read in."""
+
+    BOOK = "book"  # would you like an appointment?
+    DATE = "date"  # which day?
+    TIME = "time"  # what time?
+    CONFIRM = "confirm"  # shall I book <slot>?
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +96,9 @@ class Slots:
     vague_date: bool = False  # a day was meant but not which one ("next week", "sometime")
     invalid_date: bool = False  # a date that does not exist ("February 30th", "the 32nd", "13/45")
     invalid_time: bool = False  # a time that does not exist ("25:00", "13 pm", "3:75")
+    vague_time: bool = False  # a time of day was meant but no hour ("after lunch", "in the afternoon")
+    month: int | None = None  # a month with no day ("...of December", the end of a split date)
+    meridiem: str | None = None  # "am" / "pm" with no hour ("...in the afternoon", a split time)
 
 
 # ---------------------------------------------------------------- normalization
@@ -128,15 +155,42 @@ def _words_to_numbers(tokens: list[str]) -> list[str]:
 def normalize(text: str) -> str:
     """Lower case, single spaces, digits for number words; keeps ':' '/' '-' only between digits."""
     t = text[:MAX_TEXT_CHARS].lower().replace("\u2019", "'").replace("\u2018", "'")
-    t = re.sub(r"\b([ap]) ?\. ?m\b\.?", r"\1m", t)  # p.m. / a. m. -> pm / am
+    t = re.sub(r"\b([ap]) ?\. ?m\b\.?", r"\1m", t)  # p.m. / a. m. / P.M -> pm / am
+    t = re.sub(r"(\d) ?([ap]) m\b", r"\1 \2m", t)  # 3 p m -> 3 pm
     t = re.sub(r"(\d)([ap]m)\b", r"\1 \2", t)  # 3pm -> 3 pm
-    t = re.sub(r"\bo ?'? ?clock\b", "oclock", t)
+    t = re.sub(r"\b(?:o ?'? ?|of (?:the |a )?)clock\b", "oclock", t)  # o'clock; whisper's "of the clock"
     t = re.sub(r"(\d)\.(\d\d)\b", r"\1:\2", t)  # 3.30 -> 3:30
+    t = re.sub(r"(\d)\.0\b(?!\.)", r"\1", t)  # whisper's "3.0 o'clock"
     t = re.sub(r"(\d)ish\b", r"\1 ish", t)
     t = re.sub(r"[^a-z0-9:/' \-]", " ", t)
     t = re.sub(r"(?<!\d)[-:/]|[-:/](?!\d)", " ", t)  # separators survive only between digits
     t = re.sub(r"(?<![a-z])'|'(?![a-z])", " ", t)
-    return " ".join(_words_to_numbers(t.split()))
+    t = " ".join(_words_to_numbers(t.split()))
+    for pattern, repair in _STT_REPAIRS:
+        t = pattern.sub(repair, t)
+    return t
+
+
+# What whisper writes for time phrases it half heard, where the words around leave one reading
+# (each seen in the STT corpus, tests/dialog/corpus): "half pass 2", "have passed 9" (half past),
+# "attend in the morning" (at 10), "11th am", "3 on the clock", "10-15" (10:15), "free 30",
+# "how about for", "and 3 days" (in three days).
+_STT_REPAIRS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\bhave pass(?:ed)? (?=\d)"), "half past "),
+    (re.compile(r"\b(half|quarter|\d{1,2}(?: minutes)?) pass(?:ed)? (?=\d)"), r"\1 past "),
+    (re.compile(r"\battend(?= (?:in the (?:morning|afternoon|evening)|am|pm|oclock)\b)"), "at 10"),
+    (re.compile(r"\b(\d{1,2})(?:st|nd|rd|th) (am|pm)\b"), r"\1 \2"),
+    (re.compile(r"\b(\d{1,2}) (?:on (?:the )?|to |the )clock\b"), r"\1 oclock"),
+    (re.compile(r"^round(?= \d)"), "around"),
+    (re.compile(r"\b(how about|what about|say|at|around) for$"), r"\1 4"),  # "how about for?"
+    (re.compile(r"^and(?= \d{1,2} (?:days?|weeks?)\b)"), "in"),  # "and 3 days" (in three days)
+    (re.compile(r"(?<![\d/-])(\d{1,2})-([0-5]\d)(?![\d/-])"), r"\1 \2"),
+    # The hour heard as a word that sounds like it, before the minutes: "free 30" (three thirty),
+    # "to 30 in the afternoon", "for 45 pm". "to"/"for" only with a part of the day or am/pm after.
+    (re.compile(r"\b(?:free|tree)(?= [0-5]\d\b)"), "3"),
+    (re.compile(r"^(?:to|too)(?= [0-5]\d (?:in the (?:morning|afternoon|evening)|am|pm)\b)"), "2"),
+    (re.compile(r"^for(?= [0-5]\d (?:in the (?:morning|afternoon|evening)|am|pm)\b)"), "4"),
+]
 
 
 # ---------------------------------------------------------------- dates
@@ -174,7 +228,7 @@ _DATE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         r"(?P<u>days?|weeks?|fortnights?)\b")),
     ("in", re.compile(r"\bin (?P<a>a) (?P<u>fortnight)\b")),
     ("from", re.compile(
-        rf"\b(?:(?P<n>\d{{1,4}})|(?P<a>an?)) (?P<u>days?|weeks?) (?:from|after|on) "
+        rf"(?:\b(?:(?P<n>\d{{1,4}})|(?P<a>an?|the)) |^)(?P<u>days?|weeks?) (?:from|after|on) "
         rf"(?P<base>today|now|tomorrow|(?P<next>next )?(?P<wd>{_WD}))\b")),
     ("from", re.compile(r"\b(?P<a>a) (?P<u>week) (?P<base>today|tomorrow)\b")),
     ("after_next", re.compile(rf"\b(?:the )?(?P<wd>{_WD}) after next\b")),
@@ -339,15 +393,20 @@ _POD = (r"(?P<pod>in the morning|in the afternoon|in the evening|at night|tonigh
         r"this afternoon|this evening|morning|afternoon|evening)")
 # Nouns that make a number a count rather than an hour: "for 2 people", "in 5 minutes".
 _COUNTED = (r"(?! (?:minutes?|mins?|hours?|days?|weeks?|months?|years?|people|persons?|kids|children|"
-            r"of\b|percent|dollars|times|patients|more|or so\b))")
+            r"of\b|percent|dollars|times|patients|more|or so\b|appointments?|visits?|slots?|spots?))")
 _POD_OPT = rf"(?: {_POD})?"  # "half past 2 in the afternoon" is one phrase, not "2 in the afternoon"
 _LEAD = (r"(?:at|around|about|say|maybe|make it|make that|it to|time to|that to|to be|how about|what about|"
-         r"for like|from \d{1,2}(?::\d\d)?(?: am| pm)? to)")
+         r"for like|said|meant|do|try|from \d{1,2}(?::\d\d)?(?: am| pm)? to)")
 _TIME_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("noon", re.compile(r"\b(?:12 )?(?:noon|midday|mid day)\b")),
     ("midnight", re.compile(r"\b(?:12 )?midnight\b")),
     ("colon", re.compile(rf"\b(?P<h>\d{{1,2}}):(?P<m>\d\d)\b{_AP}{_POD_OPT}")),
-    ("hhmm", re.compile(rf"\b(?P<h>\d{{3,4}}) (?P<ap>am|pm)\b")),  # 330 pm
+    # 330 pm, 230 in the afternoon, 1030 oclock, at 1145: whisper writes times without a separator.
+    # Not when another number follows: "at 555 1234" is a phone number.
+    ("hhmm", re.compile(rf"\b(?P<h>\d{{3,4}}) (?:(?P<ap>am|pm)\b|{_POD}\b|oclock\b|hours\b)")),
+    ("hhmm", re.compile(rf"\b{_LEAD} (?P<h>\d{{3,4}})\b(?![:/-]| \d| ?{_SUF}\b){_COUNTED}{_AP}{_POD_OPT}")),
+    # "half 2": British for 2:30 (never "half past 2", which is "past" below, nor "half an hour")
+    ("half", re.compile(rf"\bhalf (?P<h>\d{{1,2}})\b(?![:/-]| \d| ?{_SUF}\b){_COUNTED}{_AP}{_POD_OPT}")),
     ("hundred", re.compile(r"\b(?P<h>\d{1,2}) hundred(?: hours)?\b")),
     ("past", re.compile(
         rf"\b(?:(?P<q>a quarter|quarter|half)|(?P<mm>5|10|20|25)(?: minutes)?) (?P<dir>past|after) "
@@ -364,6 +423,11 @@ _TIME_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("ish", re.compile(r"\b(?P<h>\d{1,2}) ish\b")),
 ]
 _POD_ANYWHERE = re.compile(rf"\b{_POD}\b")
+_GREETING_POD = re.compile(r"\bgood (?:morning|afternoon|evening)\b")
+# A time of day with no hour: the dialog asks for the hour. The half of the day it names, if any.
+_VAGUE_TIME = re.compile(
+    r"\b(?P<pm>after lunch|lunch ?time|at lunch|over lunch|end of the day|late in the day)\b|"
+    r"\b(?P<am>before lunch|first thing|early in the day)\b")
 _FILLER = frozenset(
     "um uh er erm hmm mm well ok okay oh so yes yeah yep sure no nope actually let's lets let us say "
     "maybe how what about like i guess think probably please then would be works work fine good great "
@@ -403,9 +467,12 @@ def _time_value(f: _Found, pod: str | None) -> TimeOfDay | None:
     h24 = False
     if kind == "hhmm":
         raw_h, minute = raw_h[:-2], int(raw_h[-2:])
+        h24 = raw_h.startswith("0") or int(raw_h) >= 13  # 0930, 1430
     elif kind in ("colon", "spaced", "lead"):
         minute = int(g.get("m") or 0)
         h24 = kind == "colon" and raw_h.startswith("0") and len(raw_h) == 2  # 09:00
+    elif kind == "half":
+        minute = 30
     elif kind == "hundred":
         h24 = True
     hour = int(raw_h)
@@ -423,12 +490,32 @@ def _time_value(f: _Found, pod: str | None) -> TimeOfDay | None:
     return TimeOfDay(hour24, minute, ambiguous)
 
 
-def _bare_number(residue: str) -> _Found | None:
-    """The whole answer is one number ("3.", "um, four please"): an hour, read as with "at"."""
+def _answer_word(residue: str) -> str | None:
+    """The one word left of an answer once fillers are gone ("um, four please" -> "4")."""
     words = [w for w in residue.split() if w not in _FILLER]
-    if len(words) == 1 and words[0].isdigit() and 1 <= int(words[0]) <= 12:
-        return _Found(0, 0, "lead", {"h": words[0]}, words[0])
+    return words[0] if len(words) == 1 else None
+
+
+def _bare_number(residue: str, question: Question | None) -> _Found | None:
+    """The whole answer is one number ("3.", "um, four please"): an hour, read as with "at".
+    After "What time?" also "230" (2:30) and a 24-hour "16"; after "Which day?" it is a day instead."""
+    word = _answer_word(residue)
+    if word is None or not word.isdigit() or question is Question.DATE:
+        return None
+    if 1 <= int(word) <= 12 or (question is Question.TIME and len(word) <= 2):
+        return _Found(0, 0, "lead", {"h": word}, word)
+    if question is Question.TIME and len(word) in (3, 4):
+        return _Found(0, 0, "hhmm", {"h": word}, word)
     return None
+
+
+def _bare_day(residue: str) -> _Found | None:
+    """After "Which day?", a lone number is a day of the month ("16", "the 16", "on the 16th")."""
+    word = _answer_word(residue)
+    if word is None:
+        return None
+    digits = re.fullmatch(rf"(\d{{1,2}}){_SUF}?", word)
+    return _Found(0, 0, "nth", {"d": digits.group(1)}, word) if digits else None
 
 
 def _mask(s: str, spans: list[_Found]) -> str:
@@ -438,12 +525,18 @@ def _mask(s: str, spans: list[_Found]) -> str:
     return "".join(chars)
 
 
-def _find_time(s: str, date_spans: list[_Found]) -> tuple[TimeOfDay | None, bool]:
+# After "What time?", a number written as a time without a separator is one wherever it stands
+# ("1015 would suit me"), unless a count follows it or it runs on into another number.
+_ASKED_HHMM = [("hhmm", re.compile(rf"\b(?P<h>\d{{3,4}})\b(?![:/-]| \d| ?{_SUF}\b){_COUNTED}{_AP}{_POD_OPT}"))]
+
+
+def _find_time(s: str, date_spans: list[_Found], question: Question | None = None
+               ) -> tuple[TimeOfDay | None, bool]:
     """(time, invalid): the last time-like phrase outside the date phrases."""
     masked = _mask(s, date_spans)
-    found = _find(_TIME_PATTERNS, masked)
+    found = _find(_TIME_PATTERNS + (_ASKED_HHMM if question is Question.TIME else []), masked)
     if not found:
-        bare = _bare_number(masked)
+        bare = _bare_number(masked, question)
         found = [bare] if bare else []
     if not found:
         return None, False
@@ -453,31 +546,72 @@ def _find_time(s: str, date_spans: list[_Found]) -> tuple[TimeOfDay | None, bool
     return value, value is None
 
 
+def _half_of_day(s: str) -> tuple[str | None, bool]:
+    """(meridiem, vague): for a turn with no hour in it, the half of the day it names, and whether
+    it names a time of day at all ("after lunch" -> pm, vague; "pm" alone -> pm, not vague)."""
+    s = _GREETING_POD.sub(" ", s)
+    vague = _VAGUE_TIME.search(s)
+    if vague:
+        return ("pm" if vague.group("pm") else "am"), True
+    pod = _POD_ANYWHERE.search(s)
+    if pod:
+        return ("am" if "morning" in pod.group("pod") else "pm"), True
+    words = [w for w in s.split() if w not in ("um", "uh", "please", "ok", "okay")]
+    if len(words) == 1 and words[0] in ("am", "pm"):  # "pm" alone; not the "am" of "what am I"
+        return words[0], False
+    return None, False
+
+
 # ---------------------------------------------------------------- public API
 
 
-def _find_date(s: str, now: datetime) -> tuple[date | None, bool, bool, list[_Found]]:
+_LONE_MONTH = re.compile(rf"(?:\b(?:of|in|for) )?\b(?P<mon>{_MON})\b")
+
+
+def _find_date(s: str, now: datetime, question: Question | None = None
+               ) -> tuple[date | None, bool, bool, list[_Found]]:
     """(date, invalid, vague, spans of every date phrase)."""
     found = _date_matches(s)
+    if not found and question is Question.DATE:
+        bare = _bare_day(s)
+        found = [bare] if bare else []
     if not found:
         return None, False, bool(_VAGUE.search(s)), found
     value = _resolve(found[-1], now.date())
     return value, value is None, False, found
 
 
-def extract_date(text: str, now: datetime) -> date | None:
+def _lone_month(s: str) -> int | None:
+    """A month named with no day ("...of December"). "May" and "March" only after of/in/for: they are
+    also a verb."""
+    for m in _LONE_MONTH.finditer(s):
+        if m.group("mon") not in ("may", "mar", "march") or m.group(0) != m.group("mon"):
+            return _MONTHS[m.group("mon")]
+    return None
+
+
+def extract_date(text: str, now: datetime, question: Question | None = None) -> date | None:
     """The day the caller named, resolved against `now` (aware, in the business's timezone)."""
-    return _find_date(normalize(text), now)[0]
+    return _find_date(normalize(text), now, question)[0]
 
 
-def extract_time(text: str) -> TimeOfDay | None:
+def extract_time(text: str, question: Question | None = None) -> TimeOfDay | None:
     """The time of day the caller named, or None (also for impossible times like "25:00")."""
     s = normalize(text)
-    return _find_time(s, _date_matches(s))[0]
+    return _find_time(s, _date_matches(s), question)[0]
 
 
-def extract(text: str, now: datetime) -> Slots:
+def extract(text: str, now: datetime, question: Question | None = None) -> Slots:
+    """Everything the turn says about the day and time. `question`: what the agent just asked."""
     s = normalize(text)
-    day, bad_date, vague, spans = _find_date(s, now)
-    time, bad_time = _find_time(s, spans)
-    return Slots(day, time, vague_date=vague, invalid_date=bad_date, invalid_time=bad_time)
+    day, bad_date, vague, spans = _find_date(s, now, question)
+    time, bad_time = _find_time(s, spans, question)
+    month = meridiem = None
+    vague_time = False
+    if day is None and not bad_date:
+        month = _lone_month(s)
+        vague = vague or month is not None
+    if time is None and not bad_time:
+        meridiem, vague_time = _half_of_day(s)
+    return Slots(day, time, vague_date=vague, invalid_date=bad_date, invalid_time=bad_time,
+                 vague_time=vague_time, month=month, meridiem=meridiem)

@@ -115,13 +115,37 @@ def test_the_table_covers_what_it_should() -> None:
     for s in ASKING:
         for i in (*SLOT_INTENTS, Intent.REPEAT, Intent.GOODBYE, Intent.UNKNOWN):
             assert (s, i) in TRANSITIONS
-    assert MISSING  # the default is exercised below
+    # Every question has a row for every intent (a yes while a time is asked for says what is still
+    # needed); DEFAULT only guards an intent added later without rows.
+    assert not MISSING
+    assert all(DEFAULT[s] == (State.FALLBACK, REASK[s]) for s in ASKING)
 
 
-@pytest.mark.parametrize(("state", "intent"), MISSING, ids=[f"{s.name}-{i.name}" for s, i in MISSING])
-def test_a_pair_not_in_the_table_re_asks(state: State, intent: Intent, store: Store) -> None:
-    conv, reply = _drive(state, intent, store)
-    assert (reply.state, reply.prompt_key) == DEFAULT[state] == (State.FALLBACK, REASK[state])
+@pytest.mark.parametrize(("state", "line", "key", "needed"), [
+    (State.COLLECT_TIME, "Yes, that's all correct.", "need_time", "Friday, November 20th"),
+    (State.COLLECT_TIME, "No.", "need_time", "Friday, November 20th"),
+    (State.COLLECT_DATE, "Yes, that's right.", "need_date", "day"),
+    (State.COLLECT_DATE, "nope", "need_date", "day"),
+])
+def test_a_yes_or_no_to_a_question_not_asked_says_what_is_still_needed(
+        state: State, line: str, key: str, needed: str, store: Store) -> None:
+    conv = restored(state, store, **_slots_for(state))  # type: ignore[arg-type]
+    first = talk(conv, line)
+    assert (first.state, first.prompt_key) == (State.FALLBACK, key)
+    assert needed in first.text and first.text.count("?") + first.text.count(".") == 1  # one sentence
+    second = talk(conv, line)
+    assert second.prompt_key == key and second.text != first.text  # other words, not the same louder
+    third = talk(conv, line)  # and not forever: the misunderstandings run out into a handoff
+    assert third.state is State.TERMINAL and third.prompt_key == "handoff"
+    # Whatever the call held is still there for the next answer.
+    assert conv.slots["date"] == ("2026-11-20" if state is State.COLLECT_TIME else None)
+
+
+def test_after_not_being_asked_the_answer_still_books(store: Store) -> None:
+    conv = restored(State.COLLECT_TIME, store, day=FRI)
+    assert talk(conv, "Yes, that's all correct.").prompt_key == "need_time"
+    assert talk(conv, "230 in the afternoon would be great.").prompt_key == "confirm"
+    assert talk(conv, "Yes, that's all correct.").prompt_key == "booked"
 
 
 @pytest.mark.parametrize(("state", "line", "expected"), [
