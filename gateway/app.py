@@ -23,7 +23,7 @@ from dialog.llm_responder import LlmResponder
 from dialog.machine import Conversation, DialogSettings
 from dialog.responder import Responder, RuleResponder
 from dialog.store import Store
-from gateway import auth, dashboard, eager_tasks, metrics, twiml
+from gateway import auth, dashboard, eager_tasks, metrics, tracing, twiml
 from gateway.call import CLOSE_BUSY, CLOSE_FORBIDDEN, CLOSE_NOT_READY, CallServices, MediaCall
 from providers.settings import Settings
 from gateway.gc_pacer import GcPacer, freeze_heap
@@ -47,6 +47,9 @@ class Gateway:
 
     def __init__(self, settings: Settings, engines: Engines | None = None, clock=None) -> None:
         self.settings = settings
+        # OpenTelemetry when OTEL_EXPORTER_OTLP_ENDPOINT is set, else None and nothing of it imported.
+        # Before any provider's HTTP client exists: those get instrumented.
+        self.tracer = tracing.from_environment()
         self.engines = engines or Engines(settings, board=BreakerBoard(
             on_change=_breaker_metric, failure_threshold=settings.breaker_failure_threshold,
             reset_seconds=settings.breaker_reset_seconds))
@@ -79,6 +82,7 @@ class Gateway:
             settings=settings, engines=self.engines, make_responder=self.make_responder,
             store=self.store, run_store=self.run_store,
             hang_up=self.hang_up if self.twilio is not None else None, shared=self.shared,
+            tracer=self.tracer,
         )
         self._load_task: asyncio.Task | None = None
         self._gc_pacer = GcPacer(on_pause=lambda generation, seconds:
@@ -154,6 +158,8 @@ class Gateway:
         await self.shared.close()
         if self.twilio is not None:
             await self.twilio.close()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.flush)  # the last calls' spans
         self._store_pool.shutdown(wait=True)
 
 

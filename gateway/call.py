@@ -24,7 +24,7 @@ from typing import Awaitable, Callable
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from dialog.responder import ReplyEnd, Responder
-from gateway import eager_tasks, metrics
+from gateway import eager_tasks, metrics, tracing
 from gateway.direct_receive import DIRECT_RECEIVE
 from dialog.events import (
     Action, AnalyzeSpeech, CallEnded, CallStarted, CancelReply, DtmfReceived, Event, ForwardAudio, HangUp,
@@ -101,6 +101,7 @@ class CallServices:
     on_call_event: Callable[[str, dict], None] | None = None  # live feed for the dashboard
     calls: dict[str, "MediaCall"] = field(default_factory=dict)
     shared: object | None = None  # gateway.shared_state.LocalState | RedisState
+    tracer: object | None = None  # gateway.tracing.CallTracer when tracing is on (OTEL_*); None costs nothing
 
 
 class MediaCall:
@@ -143,6 +144,7 @@ class MediaCall:
         self._protocol_errors = 0
         self._frames_in = self._frames_out = 0  # counted here, added to the metrics in batches
         self.turns: list[dict] = []
+        self._trace: tracing.CallTrace | None = None  # the call's spans, when tracing is on
         # turn -> what its first audio waited for (`ReplyEnd.kind`: quick, cache, llm, llm_tool, rules),
         # kept until the turn is recorded, for latency per turn kind.
         self._reply_kinds: dict[int, str] = {}
@@ -291,6 +293,9 @@ class MediaCall:
         context = await services.shared.load_context(call_sid) if services.shared is not None else None
         if self.info is None or services.calls.get(call_sid) is not self:
             return False
+        if services.tracer is not None:  # the call's span, current from here on in its tasks and log lines
+            self._trace = services.tracer.start_call(self.loop, call_sid, msg.stream_sid, self.direction,
+                                                     self.started_wall, context is not None, services.engines)
         metrics.ACTIVE_CALLS.inc()
         metrics.CALLS.labels(self.direction).inc()
         log_event(log, "call resumed" if context else "call started", caller=mask_number(self.caller),
@@ -504,7 +509,8 @@ class MediaCall:
         if self._reply_task is not None:
             self._reply_task.cancel()
         self._live_turn = action.turn_id
-        self._reply_task = self._spawn(self._run_reply(action), eager=True)  # the LLM request goes out now
+        with tracing.reply_context(self._trace, action.turn_id):  # its requests' spans go under the turn's
+            self._reply_task = self._spawn(self._run_reply(action), eager=True)  # the LLM request goes out now
 
     async def _run_reply(self, action: StartReply) -> None:
         turn = action.turn_id
@@ -600,6 +606,8 @@ class MediaCall:
         if (timings.user_text is not None or timings.dtmf) and not timings.backchannel:
             metrics.TURNS.labels(str(timings.interrupted).lower()).inc()
         metrics.observe_turn(split)
+        if self._trace is not None:
+            self._trace.turn(timings)
         log_event(log, "turn", turn_id=timings.turn_id, interrupted=timings.interrupted, dtmf=timings.dtmf or None,
                   user_chars=len(timings.user_text or ""), **{k: v for k, v in split.items() if v is not None})
         if self.info is not None:
@@ -725,6 +733,8 @@ class MediaCall:
             metrics.UNDERRUNS.inc(self.session.underruns)
         log_event(log, "call ended", reason=self.end_reason, turns=len(self.turns),
                   duration_s=round(time.time() - self.started_wall, 2))
+        if self._trace is not None:
+            self._trace.end(self.end_reason, len(self.turns))
         self._store("end_call", info.call_sid, time.time(), self.end_reason)
         self._notify("call_ended", {"reason": self.end_reason})
 

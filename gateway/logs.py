@@ -1,7 +1,8 @@
 """Structured JSON logs with the call's ids on every line.
 
 The call sid, stream sid and turn id live in context variables set by the call's task; tasks it
-starts inherit them, so a provider's log line carries the ids without passing them around. Caller
+starts inherit them, so a provider's log line carries the ids without passing them around. With
+tracing on (gateway/tracing.py) the call's trace id is one more, to find a log line's trace. Caller
 numbers are masked and anything that looks like a key is redacted before a line is written.
 """
 
@@ -17,6 +18,7 @@ import orjson
 call_sid_var: contextvars.ContextVar[str] = contextvars.ContextVar("call_sid", default="")
 stream_sid_var: contextvars.ContextVar[str] = contextvars.ContextVar("stream_sid", default="")
 turn_id_var: contextvars.ContextVar[int | None] = contextvars.ContextVar("turn_id", default=None)
+trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
 
 _PHONE = re.compile(r"\+?\d[\d\-\s().]{7,}\d")
 # Bearer/Token headers, sk-..., xi-api-key style values, and long opaque tokens.
@@ -52,7 +54,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": scrub(record.getMessage(), self._secrets),
         }
-        for key, var in (("call_sid", call_sid_var), ("stream_sid", stream_sid_var), ("turn_id", turn_id_var)):
+        for key, var in (("call_sid", call_sid_var), ("stream_sid", stream_sid_var), ("turn_id", turn_id_var),
+                         ("trace_id", trace_id_var)):
             value = getattr(record, key, None) or var.get()
             if value not in (None, ""):
                 line[key] = value
