@@ -28,3 +28,11 @@ def whisper():
     from providers.whisper_stt import WhisperEngine
 
     return WhisperEngine.shared()
+
+
+@pytest.fixture(scope="session")
+def recordings():
+    """Real speech and noise recordings (pinned Debian packages, sha256-checked), fetched once a session."""
+    from loadgen.recordings import fetch
+
+    return fetch()

@@ -357,3 +357,21 @@ def test_a_finished_sentence_is_answered_at_once():
     d.audio(silence_frames(0.7))
     (start,) = of(StartReply, d.feed(TranscriptReceived(d.now, "Next Tuesday at three.")))
     assert start.user_text == "Next Tuesday at three."
+
+
+def test_an_onset_the_model_cannot_settle_is_looked_at_again_soon():
+    d = Driver(WITH_MODEL)
+    finish_greeting(d)
+    turn = caller_turn(d)
+    speak(d, turn, [tone(3.0)], "A long answer with plenty of words in it for the caller.")
+    play(d, 0.5)
+    d.audio(speech_frames(0.14))
+    (request,) = of(AnalyzeSpeech, d.actions)[-1:]
+    n = len(request.audio) // 256
+    out = d.feed(SpeechAnalyzed(d.now, request.request_id, (0.1,) * (n - 2) + (0.6, 0.4), (-20.0,) * n))
+    assert of(Interruption, out) == [] and of(SendClear, out) == []  # still held: neither resumed nor stopped
+    out = d.audio(speech_frames(0.08, seed=5))
+    (again,) = of(AnalyzeSpeech, out)
+    assert len(again.audio) > len(request.audio)  # the same start, and the audio since
+    out = answer_analysis(d, 0.9)
+    assert of(SendClear, out) == [SendClear()]
