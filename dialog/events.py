@@ -46,6 +46,9 @@ class TranscriptReceived:
     text: str
     is_final: bool = True
     end_of_turn: bool = True
+    # Words were heard but the engine judged them unreliable (a whisper repetition loop): `text` is
+    # empty and the caller is asked again, rather than left in silence as after noise.
+    unclear: bool = False
 
 
 @dataclass(frozen=True, slots=True)

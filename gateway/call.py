@@ -583,7 +583,8 @@ class MediaCall:
     def _on_stt_result(self, result: SttResult) -> None:
         if self.session.phase.value != "active":
             return
-        self._feed(TranscriptReceived(self.loop.time(), result.text, result.is_final, result.end_of_turn))
+        self._feed(TranscriptReceived(self.loop.time(), result.text, result.is_final, result.end_of_turn,
+                                      unclear=result.unclear))
 
     # ------------------------------------------------------------------ turn records, hang-up, end
 

@@ -548,6 +548,10 @@ class CallSession:
         if reply is not None and reply.playback is Playback.STOPPED and not self._pending_text:
             return actions + self._resume(reply, ev.now, "resumed")  # the caller said nothing after all
         if self._caller_active() or not self._pending_text:
+            if ev.unclear and reply is None and not self._pending_text and not self._caller_active():
+                # Speech the engine could not make out: the dialog re-asks ("Sorry, I didn't catch
+                # that") with an empty turn, instead of the silence that follows noise.
+                return actions + self._start_reply(ev.now, user_text="", transcript_at=ev.now)
             return actions  # they are still talking, or it was noise: answer with the next end of turn
         if self._speech_ended_at is None:
             self._speech_ended_at = self._position_time(self._vad.last_voiced, ev.now)

@@ -56,6 +56,8 @@ class SttResult:
     # Set when the engine heard something but judged it unreliable (a whisper repetition loop, text
     # hallucinated on noise): `text` is then empty; the value names why (whisper_stt.REJECT_REASONS).
     rejected: str = ""
+    # The rejected sound was speech the engine could not make out (not noise): the caller is asked again.
+    unclear: bool = False
 
 
 SttCallback = Callable[[SttResult], None]

@@ -10,8 +10,9 @@ Whisper fails in known ways, and a failure must never reach the dialog as the ca
   or "Half half half half half in the morning";
 - hallucinations on noise, breath or silence: fluent text nobody said ("Thank you.").
 Each utterance is judged after decoding (`judge`); a transcript judged unreliable comes back with
-`Transcript.rejected` naming why and no `text`, so the call treats it as "didn't catch that" and the
-gateway can count the reason. The checks, cheapest first:
+`Transcript.rejected` naming why and no `text`: speech it could not make out (`UNCLEAR_SPEECH`) is
+passed on as an unclear turn, which the dialog answers with "didn't catch that", and noise as
+nothing; the gateway can count the reason. The checks, cheapest first:
 1. too short to be speech (`MIN_UTTERANCE_SECONDS`);
 2. faster-whisper's own guards: a window whose no-speech probability is over
    `NO_SPEECH_THRESHOLD` while its average log-probability is under `LOG_PROB_THRESHOLD` is dropped
@@ -78,6 +79,9 @@ TOKEN_LIMIT = "token_limit"
 REPETITION = "repetition"
 HALLUCINATION = "hallucination"
 REJECT_REASONS = (TOO_SHORT, NO_SPEECH, COMPRESSION, LOW_CONFIDENCE, TOKEN_LIMIT, REPETITION, HALLUCINATION)
+# Rejections of speech the decoder could not make out, where the caller should be asked again; the
+# others (too short, no speech, a stock phrase on noise) are noise, answered with silence.
+UNCLEAR_SPEECH = frozenset({COMPRESSION, LOW_CONFIDENCE, TOKEN_LIMIT, REPETITION})
 
 # Whisper's favourite hallucinations on noise; a caller saying exactly this alone is unlikely.
 _HALLUCINATIONS = frozenset({"you", "thank you", "thanks for watching", "bye"})
@@ -228,7 +232,8 @@ class WhisperStream:
         if result.rejected and result.rejected != TOO_SHORT:
             log.info("whisper transcript rejected: %s", result.rejected)
         if not self._closed:
-            self._on_result(SttResult(text=result.text, is_final=True, end_of_turn=True, rejected=result.rejected))
+            self._on_result(SttResult(text=result.text, is_final=True, end_of_turn=True, rejected=result.rejected,
+                                      unclear=result.rejected in UNCLEAR_SPEECH))
 
     async def close(self) -> None:
         self._closed = True

@@ -20,7 +20,7 @@ from providers.local_models import ModelFileError, PinnedFile, load_whisper_mode
 from providers.settings import ConfigError, Settings
 from providers.whisper_stt import (
     COMPRESSION, HALLUCINATION, LOW_CONFIDENCE, NO_SPEECH, REJECT_REASONS, REPETITION, TOKEN_LIMIT,
-    TOO_SHORT, LocalWhisperStt, WhisperEngine, judge, repeated_ngram,
+    TOO_SHORT, UNCLEAR_SPEECH, LocalWhisperStt, WhisperEngine, judge, repeated_ngram,
 )
 from tests.dialog.corpus.voices import BY_NAME, Synthesizer
 
@@ -107,6 +107,7 @@ async def test_the_stream_hands_on_the_reason_and_no_words(whisper) -> None:
         await stream.close()
     assert len(results) == 1
     assert results[0].text == "" and results[0].rejected in REJECT_REASONS and results[0].end_of_turn
+    assert not results[0].unclear  # noise: nothing to re-ask
 
 
 # ---------------------------------------------------------------- the model files
@@ -139,3 +140,19 @@ def test_whisper_base_loads_offline_from_its_pinned_packages() -> None:
     audio = Synthesizer().telephone(BY_NAME["piper-joe-1.0"], "I'd like to book an appointment for tomorrow.")
     result = engine.transcribe_checked(audio)
     assert result.rejected == "" and "appointment for tomorrow" in result.text.lower()
+
+
+def test_loops_are_unclear_speech_and_noise_is_not() -> None:
+    assert {COMPRESSION, REPETITION, TOKEN_LIMIT, LOW_CONFIDENCE} == UNCLEAR_SPEECH
+    assert not {NO_SPEECH, TOO_SHORT, HALLUCINATION} & UNCLEAR_SPEECH
+
+
+@pytest.mark.parametrize(("voice", "spoken"), [
+    ("espeak-en-gb-x-gbclan-klatt", "Friday at half past two."),  # "Friday, hot hot, hot, hot, hot,"
+    ("espeak-en-gb-x-rp-m3", "December third at eleven a.m."),  # "November, November, November, November."
+])
+def test_a_real_whisper_loop_is_caught(whisper, voice: str, spoken: str) -> None:
+    """Two corpus utterances on which tiny.en loops; the loop never reaches the dialog as words."""
+    result = whisper.transcribe_checked(Synthesizer().telephone(BY_NAME[voice], spoken))
+    assert result.heard and result.text == ""
+    assert result.rejected in UNCLEAR_SPEECH, result
