@@ -220,3 +220,160 @@ def test_the_gateway_exposition_passes_promtool_check_metrics(offline_gateway):
     assert status == 200 and b"voicegate_voice_to_voice_seconds_bucket" in body
     checked = _promtool("check", "metrics", stdin=body)
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+
+
+# ---------------------------------------------------------------------------------------------- compose.yaml's
+# Prometheus and Grafana. The Prometheus config and rules are loaded by the real promtool and prometheus, laid
+# out as compose.yaml mounts them. Grafana is in no registry this machine reaches (not Debian, PyPI or npm), so
+# its provisioning files are checked against what Grafana's provisioning readers accept (apiVersion 1: the
+# fields of its datasource and dashboard-provider configs, one default datasource per org, unique provider
+# names, file providers with a path), and against the compose file and the dashboard they must fit.
+
+COMPOSE = ROOT / "compose.yaml"
+GRAFANA_PROVISIONING = MONITORING / "grafana" / "provisioning"
+# Grafana's provisioning config, apiVersion 1 (pkg/services/provisioning/{datasources,dashboards}/types.go).
+GRAFANA_DATASOURCE_FIELDS = {"orgId", "orgName", "version", "name", "type", "access", "url", "user", "database",
+                             "basicAuth", "basicAuthUser", "withCredentials", "isDefault", "correlations",
+                             "jsonData", "secureJsonData", "editable", "uid"}
+GRAFANA_PROVIDER_FIELDS = {"name", "type", "orgId", "folder", "folderUid", "editable", "options", "disableDeletion",
+                           "updateIntervalSeconds", "allowUiUpdates"}
+
+
+def compose() -> dict:
+    import yaml
+
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def mounts(service: dict) -> dict[str, Path]:
+    """A service's bind mounts: container path -> the file or directory of this repository."""
+    out = {}
+    for volume in service.get("volumes", ()):
+        source, target, *_ = volume.split(":")
+        if source.startswith("./"):
+            out[target] = ROOT / source
+    return out
+
+
+def compose_prometheus_layout(tmp: Path) -> Path:
+    """The files compose.yaml mounts into the Prometheus container, copied to where it mounts them."""
+    service = compose()["services"]["prometheus"]
+    config = next(a.split("=", 1)[1] for a in service["command"] if a.startswith("--config.file="))
+    for target, source in mounts(service).items():
+        assert source.is_file(), source
+        placed = tmp / target.lstrip("/")
+        placed.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, placed)
+    return tmp / config.lstrip("/")
+
+
+@needs_promtool
+def test_the_compose_prometheus_config_is_valid_as_compose_mounts_it(tmp_path):
+    config = compose_prometheus_layout(tmp_path)
+    checked = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, timeout=60)
+    out = checked.stdout.decode() + checked.stderr.decode()
+    assert checked.returncode == 0, out
+    assert "SUCCESS: 5 rules found" in out, out  # the alert rules, found beside it as the mounts put them
+
+
+@needs_prometheus
+def test_prometheus_runs_the_compose_config_with_the_alert_rules(tmp_path):
+    config = compose_prometheus_layout(tmp_path)
+    port = free_port()
+    log_path = tmp_path / "prometheus.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + PROMETHEUS_READY_S
+        while True:
+            assert process.poll() is None, log_path.read_text()[-2000:]
+            try:
+                if http(base + "/-/ready", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.2)
+        _, _, body = http(base + "/api/v1/rules")
+        rules = [r for g in json.loads(body)["data"]["groups"] for r in g["rules"]]
+        assert {r["name"] for r in rules} == {"VoicegateVoiceLatencyHigh", "VoicegateErrorRateHigh",
+                                             "VoicegateReplyQualityLow", "VoicegateCircuitBreakerOpen", "VoicegateDown"}
+        while True:  # the scrape manager takes its targets a moment after the server is ready
+            _, _, body = http(base + "/api/v1/targets")
+            targets = json.loads(body)["data"]["activeTargets"]
+            if targets or time.monotonic() > deadline + SCRAPE_WAIT_S:
+                break
+            time.sleep(0.2)
+        # The gateway service of compose.yaml (no such host here: the target is listed, not up).
+        assert [(t["labels"]["job"], t["labels"]["instance"]) for t in targets] == [("voicegate", "gateway:8000")]
+    finally:
+        stop_process(process)
+
+
+def test_the_compose_prometheus_scrapes_the_gateway_service_as_the_example_does():
+    import yaml
+
+    example = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    composed = yaml.safe_load((MONITORING / "prometheus-compose.yml").read_text())
+    assert composed["rule_files"] == example["rule_files"]
+    (job,) = composed["scrape_configs"]
+    assert job["job_name"] == example["scrape_configs"][0]["job_name"] == "voicegate"
+    services = compose()["services"]
+    host, port = job["static_configs"][0]["targets"][0].split(":")
+    assert host in services and host == "gateway"
+    assert any(str(p).endswith(f":{port}") for p in services["gateway"]["ports"])  # the container's port
+    assert f"EXPOSE {port}" in (ROOT / "Dockerfile").read_text()
+
+
+def grafana_file(kind: str) -> dict:
+    import yaml
+
+    (path,) = sorted((GRAFANA_PROVISIONING / kind).glob("*.y*ml"))
+    return yaml.safe_load(path.read_text())
+
+
+def test_the_grafana_datasource_provisioning_is_what_grafana_reads():
+    config = grafana_file("datasources")
+    assert config["apiVersion"] == 1 and set(config) <= {"apiVersion", "datasources", "deleteDatasources"}
+    defaults: dict[int, int] = {}
+    for source in config["datasources"]:
+        assert set(source) <= GRAFANA_DATASOURCE_FIELDS, set(source) - GRAFANA_DATASOURCE_FIELDS
+        assert source["name"] and source["type"] and source.get("access", "proxy") in ("proxy", "direct")
+        org = source.get("orgId", 1)
+        defaults[org] = defaults.get(org, 0) + bool(source.get("isDefault"))
+    assert all(count <= 1 for count in defaults.values())  # Grafana refuses two defaults in one org
+    (prometheus,) = [s for s in config["datasources"] if s["type"] == "prometheus"]
+    # The dashboard's datasource variable lists Prometheus datasources and starts on the default one.
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    variable = dashboard["templating"]["list"][0]
+    assert variable["type"] == "datasource" and variable["query"] == prometheus["type"] and prometheus["isDefault"]
+    # It reaches the compose Prometheus service on the port Prometheus listens on by default.
+    url = urllib.parse.urlsplit(prometheus["url"])
+    assert url.hostname in compose()["services"] and url.hostname == "prometheus" and url.port == 9090
+    # $__rate_interval is at least four of these: it must be the scrape interval Prometheus uses.
+    import yaml
+
+    composed = yaml.safe_load((MONITORING / "prometheus-compose.yml").read_text())
+    assert prometheus["jsonData"]["timeInterval"] == composed["global"]["scrape_interval"]
+
+
+def test_the_grafana_dashboard_provisioning_finds_the_dashboard_compose_mounts():
+    config = grafana_file("dashboards")
+    assert config["apiVersion"] == 1 and set(config) == {"apiVersion", "providers"}
+    names = [p["name"] for p in config["providers"]]
+    assert len(names) == len(set(names))  # Grafana: "dashboard name is not unique"
+    (provider,) = config["providers"]
+    assert set(provider) <= GRAFANA_PROVIDER_FIELDS, set(provider) - GRAFANA_PROVIDER_FIELDS
+    assert provider.get("type", "file") == "file" and provider["options"]["path"].startswith("/")
+    grafana = compose()["services"]["grafana"]
+    mounted = mounts(grafana)
+    assert mounted["/etc/grafana/provisioning"] == GRAFANA_PROVISIONING  # where Grafana looks by default
+    (dashboard_target,) = [t for t, s in mounted.items() if s == MONITORING / "grafana-dashboard.json"]
+    assert dashboard_target.endswith(".json") and str(Path(dashboard_target).parent) == provider["options"]["path"]
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    assert dashboard["title"] and dashboard["uid"]  # Grafana refuses a provisioned dashboard without a title
+    assert grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == dashboard_target
