@@ -45,6 +45,11 @@ relative to the call's `start` message):
   after the reply's first audio and before the next turn's reply began.
 - `underruns`: see the rule below; counted for the time from this turn's speech onset to the next.
 
+Line conditions (`LineConditions`, optional per call): a noise bed under every outbound frame
+(speech and silence alike, from the first frame), and the phone's own speaker output (what
+`Playback` played) coming back into its microphone, delayed and attenuated: a speakerphone or a
+handset with no echo canceller. Unset, the per-frame path is unchanged but for one test of a local.
+
 Underrun rule: the speaker ran dry inside a reply. When audio arrives while the speaker is idle,
 and the audio that played last belongs to the same reply, the silence between them (at least
 `UNDERRUN_MIN_GAP_S`) is an underrun, with that gap as its duration. Audio belongs to the same
@@ -64,7 +69,7 @@ import sys
 import threading
 import time
 import wave
-from base64 import b64encode
+from base64 import b64decode, b64encode
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -85,6 +90,7 @@ from providers.ws_direct import send_now
 __all__ = [
     "CallReport",
     "CallerTurn",
+    "LineConditions",
     "Playback",
     "TurnReport",
     "load_wav_mulaw",
@@ -217,6 +223,32 @@ class CallerTurn:
         if self.barge_in_ms is not None:
             return "barge_in"
         return "after_reply"
+
+
+@dataclass(frozen=True)
+class LineConditions:
+    """What the line and the phone add to everything the caller sends (see the module docstring).
+
+    `noise`: a noise bed (8 kHz mu-law) mixed under every outbound frame from the call's first, made
+    `noise_gain_db` louder (negative: quieter) and looped without a seam from `noise_offset_s` into it
+    (`loadgen.recordings.loop_to`). `echo_gain_db`: the audio the caller's speaker played comes back
+    `echo_delay_ms` later at this gain (-10 dB: a loud speakerphone; None: no echo). Echo needs the
+    played audio, so a call with it records audio whatever `record_audio` says.
+    """
+
+    noise: bytes = b""
+    noise_gain_db: float = 0.0
+    noise_offset_s: float = 0.0
+    echo_gain_db: float | None = None
+    echo_delay_ms: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.echo_delay_ms < 0 or self.noise_offset_s < 0:
+            raise ValueError("echo_delay_ms and noise_offset_s must be >= 0")
+
+    @property
+    def echo(self) -> bool:
+        return self.echo_gain_db is not None
 
 
 @dataclass
@@ -436,6 +468,26 @@ class Playback:
                 total += hi - lo
         return total
 
+    def played(self, start: float, n: int) -> np.ndarray:
+        """The `n` samples (int16) the speaker played from `start` on, zeros where it was silent. Needs
+        `record`; only past audio is final (a `clear` cuts the queued tail)."""
+        out = np.zeros(n, dtype=np.int16)
+        end = start + n / SAMPLE_RATE
+        offset = len(self.heard)  # where the run below ends in `heard`
+        for run in reversed(self.runs):  # recent audio is wanted: walk back from the last run
+            offset -= run.nbytes
+            run_end = run.start + run.nbytes / SAMPLE_RATE
+            if run_end <= start:
+                break
+            if run.start >= end:
+                continue
+            lo, hi = max(start, run.start), min(end, run_end)
+            i0, i1 = round((lo - run.start) * SAMPLE_RATE), round((hi - run.start) * SAMPLE_RATE)
+            o0 = round((lo - start) * SAMPLE_RATE)
+            chunk = mulaw.decode(bytes(self.heard[offset + i0 : offset + i1]))[: n - o0]
+            out[o0 : o0 + chunk.size] = chunk
+        return out
+
     def _cut(self, now: float) -> int:
         if self.busy_until <= now or not self.runs:
             return 0
@@ -533,6 +585,38 @@ async def _prepare(turns: Sequence[CallerTurn], speak: Callable[[str], bytes] | 
     return out
 
 
+# ------------------------------------------------------------------ line conditions
+
+
+class _Line:
+    """`LineConditions` applied frame by frame: the caller's payload plus the noise bed and the echo."""
+
+    def __init__(self, conditions: LineConditions, seconds: float) -> None:
+        self.echo = conditions.echo
+        self.playback: Playback | None = None  # the call's speaker, set by `_Call`
+        self.noise: np.ndarray | None = None
+        self.pos = 0
+        if conditions.noise:
+            from loadgen.recordings import loop_to  # only calls with a noise bed need it
+
+            bed = loop_to(mulaw.decode(conditions.noise), seconds, conditions.noise_offset_s)
+            self.noise = bed.astype(np.float32) * np.float32(10.0 ** (conditions.noise_gain_db / 20.0))
+        self.echo_gain = None if conditions.echo_gain_db is None else 10.0 ** (conditions.echo_gain_db / 20.0)
+        self.echo_delay_s = conditions.echo_delay_ms / 1000.0
+
+    def frame(self, payload: bytes, t: float) -> bytes:
+        """The base64 payload of the frame sent at `t` (its 20 ms of audio end then), with the line's share."""
+        x = mulaw.decode(b64decode(payload)).astype(np.float32)
+        noise = self.noise
+        if noise is not None:
+            idx = np.arange(self.pos, self.pos + FRAME_BYTES) % noise.size
+            x += noise[idx]
+            self.pos = (self.pos + FRAME_BYTES) % noise.size
+        if self.echo_gain is not None and self.playback is not None:
+            x += self.playback.played(t - FRAME_S - self.echo_delay_s, FRAME_BYTES) * np.float32(self.echo_gain)
+        return b64encode(mulaw.encode(np.clip(np.rint(x), -32768, 32767).astype(np.int16)))
+
+
 # ------------------------------------------------------------------ one call on the wire
 
 
@@ -553,6 +637,7 @@ class _Call:
         max_reply_wait_s: float,
         wait_for_greeting: bool,
         record: bool,
+        line: _Line | None = None,
     ) -> None:
         self.ws = ws
         self.call_sid = call_sid
@@ -563,7 +648,11 @@ class _Call:
         self.reply_quiet_s = reply_quiet_s
         self.max_reply_wait_s = max_reply_wait_s
         self.wait_for_greeting = wait_for_greeting
-        self.playback = Playback(reply_quiet_s=reply_quiet_s, record=record)
+        self.playback = Playback(reply_quiet_s=reply_quiet_s, record=record or (line is not None and line.echo))
+        # None unless the call has line conditions: the sender tests it once per frame.
+        self.line = line
+        if line is not None:
+            line.playback = self.playback
         self.greeting = TurnReport(index=-1, kind="greeting", rule="")
         self.reports = reports
         self.reply_turn = self.greeting  # the turn the next arriving audio answers
@@ -678,7 +767,7 @@ class _Call:
         done = self._sending
         if done is None or done.done() or self._flusher is not None:
             return  # the socket closed, or a send waits: `_flush` calls again when it is through
-        playback, monotonic = self.playback, time.monotonic
+        playback, monotonic, line = self.playback, time.monotonic, self.line
         now = monotonic()
         mark_due = playback.next_mark_due()
         if mark_due is not None and mark_due <= now:
@@ -700,6 +789,8 @@ class _Call:
                     self._utt_pos = pos + 1
                 else:
                     payload = SILENCE_B64
+                if line is not None:
+                    payload = line.frame(payload, self._clock + self._frames * FRAME_S)
                 self.seq += 1
                 self.chunk += 1
                 after_end = self._after_end if not utt else None
@@ -938,11 +1029,13 @@ async def run_call(
     wait_for_greeting: bool = True,
     speak: Callable[[str], bytes] | None = None,
     record_audio: bool = True,
+    line: LineConditions | None = None,
 ) -> CallReport:
     """Place one simulated call and return what happened. Never raises for a failed call (only
     `CancelledError` passes through): a refused connection, a gateway error, a call that outlives
     `max_call_s` all come back as `CallReport.error`. `record_audio=False` keeps `heard` and
-    `received` empty (timings are still measured) for large benchmarks.
+    `received` empty (timings are still measured) for large benchmarks. `line` adds a noise bed
+    and the phone's echo to what the caller sends (`LineConditions`).
     """
     call_sid = call_sid or "CA" + secrets.token_hex(16)
     stream_sid = stream_sid or "MZ" + secrets.token_hex(16)
@@ -955,6 +1048,8 @@ async def run_call(
     try:
         async with asyncio.timeout(max_call_s):
             frames = await _prepare(turns, speak)
+            # The noise bed is looped for the whole call before dialing, off the loop other calls share.
+            line_state = await asyncio.to_thread(_Line, line, max_call_s + 1.0) if line is not None else None
     except Exception as exc:  # a missing WAV, a failing voice: the caller cannot dial
         report.error = f"could not prepare the caller's audio: {type(exc).__name__}: {exc}"
         return report
@@ -985,6 +1080,7 @@ async def run_call(
         max_reply_wait_s=max_reply_wait_s,
         wait_for_greeting=wait_for_greeting,
         record=record_audio,
+        line=line_state,
     )
     tasks: list[asyncio.Task[None]] = []
     end: float | None = None
