@@ -180,7 +180,12 @@ class CallTracer:
 
 
 class CallTrace:
-    """One call's trace. `turn` at each turn's end; `end` when the call is over."""
+    """One call's trace. `turn` at each turn's end; `end` when the call is over.
+
+    The driver calls these inside a core step, and a turn's end can share its step with a barge-in's
+    `clear`, which goes out when the step is done: so they only take the times and the ids, and the spans
+    are built in a loop callback of their own, after that step's frames are written (in order: a call's
+    turns, then its end)."""
 
     def __init__(self, tracer, ids: _PresetIds, loop, span, call_sid: str) -> None:
         from opentelemetry import trace
@@ -203,7 +208,7 @@ class CallTrace:
 
         now = self._loop.time()
         for earlier in [t for t in self._open if t != turn_id]:
-            self._close_unfinished(earlier, now)  # a reply dropped before it was heard: no TurnTimings
+            self._unfinished(earlier, now)  # a reply dropped before it was heard: it gets no TurnTimings
         span_id, _ = self._open.setdefault(turn_id, (self._ids.generate_span_id(), now))
         placeholder = trace.NonRecordingSpan(trace.SpanContext(
             self._span_context.trace_id, span_id, is_remote=False, trace_flags=self._span_context.trace_flags))
@@ -214,12 +219,20 @@ class CallTrace:
             context.detach(token)
 
     def turn(self, timings) -> None:
-        """Spans for one finished turn (a `dialog.events.TurnTimings`), with the times the core stamped."""
+        """One finished turn (a `dialog.events.TurnTimings`): its spans, with the times the core stamped."""
+        opened = self._open.pop(timings.turn_id, None)
+        now = self._loop.time()
+        self._loop.call_soon(self._turn_spans, timings, opened[0] if opened else None, _clock(now), now)
+
+    def end(self, reason: str, turns: int) -> None:
+        now = self._loop.time()
+        for turn_id in list(self._open):
+            self._unfinished(turn_id, now)
+        self._loop.call_soon(self._end_span, reason, turns, time.time_ns())
+
+    def _turn_spans(self, t, span_id: int | None, to_ns, now: float) -> None:
         from opentelemetry import trace
 
-        now = self._loop.time()
-        to_ns = _clock(now)
-        t = timings
         stamps = [x for x in (t.speech_ended_at, t.vad_end_at, t.transcript_at, t.reply_started_at, t.first_token_at,
                               t.first_sentence_at, t.first_audio_at, t.first_frame_at, t.reply_done_at) if x is not None]
         start, end = (min(stamps), max(stamps)) if stamps else (now, now)
@@ -230,8 +243,7 @@ class CallTrace:
                                          "voicegate.turn_completed": True}
         split = t.split()
         attributes.update({f"voicegate.{name}": value for name, value in split.items() if value is not None})
-        opened = self._open.pop(t.turn_id, None)
-        with self._ids.preset(opened[0] if opened else None):
+        with self._ids.preset(span_id):
             span = self._tracer.start_span("turn", context=self.context, attributes=attributes,
                                            start_time=to_ns(start))
         parent = trace.set_span_in_context(span)
@@ -254,22 +266,21 @@ class CallTrace:
             child.end(end_time=to_ns(finish))
         span.end(end_time=to_ns(end))
 
-    def end(self, reason: str, turns: int) -> None:
-        now = self._loop.time()
-        for turn_id in list(self._open):
-            self._close_unfinished(turn_id, now)
-        self._span.set_attribute("voicegate.end_reason", reason)
-        self._span.set_attribute("voicegate.turns", turns)
-        self._span.end()
-
-    def _close_unfinished(self, turn_id: int, now: float) -> None:
+    def _unfinished(self, turn_id: int, now: float) -> None:
         span_id, started = self._open.pop(turn_id)
-        to_ns = _clock(now)
+        self._loop.call_soon(self._unfinished_span, turn_id, span_id, started, _clock(now), now)
+
+    def _unfinished_span(self, turn_id: int, span_id: int, started: float, to_ns, now: float) -> None:
         with self._ids.preset(span_id):
             span = self._tracer.start_span("turn", context=self.context, start_time=to_ns(started), attributes={
                 "voicegate.call_sid": self._call_sid, "voicegate.turn_id": turn_id,
                 "voicegate.turn_completed": False})
         span.end(end_time=to_ns(now))
+
+    def _end_span(self, reason: str, turns: int, end_ns: int) -> None:
+        self._span.set_attribute("voicegate.end_reason", reason)
+        self._span.set_attribute("voicegate.turns", turns)
+        self._span.end(end_time=end_ns)
 
 
 def _clock(loop_now: float):

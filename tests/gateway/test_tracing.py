@@ -50,6 +50,7 @@ from gateway import tracing
 from gateway.app import Gateway
 from gateway.call import CallServices, MediaCall
 from gateway.session import SessionSettings
+from providers.base import SttResult
 from providers.settings import Settings
 
 assert not any(k.startswith("OTEL_") for k in os.environ)
@@ -80,7 +81,7 @@ class Stt:
     def send_audio(self, audio):
         pass
     def end_of_speech(self, audio):
-        self.on_result(SimpleNamespace(text="hello there", is_final=True, end_of_turn=True))
+        self.on_result(SttResult(text="hello there", is_final=True, end_of_turn=True))
     async def close(self):
         pass
 
