@@ -396,6 +396,8 @@ class CallSession:
         utt.request = self._next_request
         self._next_request += 1
         utt.request_start, utt.next_check = start, None
+        if utt.speech is None:
+            utt.verdict_due = now + self.settings.verdict_timeout_ms / 1000.0
         utt.analysed_to = max(utt.analysed_to, end)
         return AnalyzeSpeech(utt.request, audio, reference, max_lag)
 
@@ -404,33 +406,31 @@ class CallSession:
         if utt is None or ev.request_id != utt.request:
             return []  # an answer about an utterance that is over
         utt.request = None
-        if utt.speech is None:
-            utt.verdict_due = now + self.settings.verdict_timeout_ms / 1000.0
         voiced = self._vad.noise_floor_dbfs + self._vad.config.stop_margin_db
         speech = [i for i, p in enumerate(ev.probabilities)
                   if p >= self.settings.speech_threshold and (not ev.levels_dbfs or ev.levels_dbfs[i] > voiced)]
         if speech:
             utt.last_speech = max(utt.last_speech, utt.request_start + (speech[-1] + 1) * MODEL_WINDOW)
         actions: list[Action] = []
+        utt.verdict_due = None
         if not utt.speech:
             if len(speech) >= self.settings.onset_speech_windows:
                 first = utt.request_start + speech[0] * MODEL_WINDOW
                 preroll = self.settings.preroll_ms * SAMPLE_RATE // 1000
                 start = utt.start if utt.speech is None else max(first - preroll, utt.start, self._ring.oldest)
                 actions += self._speech_confirmed(utt, ev.now, start)
+            elif utt.speech is None and utt.ended is None and self._undecided(utt, speech, ev.probabilities):
+                # Some sign of speech, not enough yet: hold on, and look again with a little more audio.
+                utt.next_check = ev.now + self.settings.onset_recheck_ms / 1000.0
+                return actions
             elif utt.speech is None:
                 utt.speech = False
-        utt.verdict_due = None
                 actions += self._not_speech(ev.now, "echo" if ev.echo_erle_db >= ECHO_EVIDENCE_DB else "noise")
         if utt.ended is not None:
             ended, utt.ended = utt.ended, None
             return actions + self._on_speech_ended(ended, ev.now)
         if utt.speech and self._vad.speaking and self._ring.total - utt.last_speech >= self._end_silence:
             # Something holds the VAD open, and the model has heard no speech for a whole end-of-speech
-            elif utt.speech is None and utt.ended is None and self._undecided(utt, speech, ev.probabilities):
-                # Some sign of speech, not enough yet: hold on, and look again with a little more audio.
-                utt.next_check = ev.now + self.settings.onset_recheck_ms / 1000.0
-                return actions
             # silence: the caller has finished.
             self._vad.end_utterance()
             return actions + self._on_speech_ended(SpeechEnded(utt.last_speech, "silence"), ev.now)
@@ -438,29 +438,29 @@ class CallSession:
             utt.next_check = ev.now + self.settings.recheck_ms / 1000.0
         return actions
 
-    def _recheck(self, now: float) -> list[Action]:
-        utt = self._utt
-        if utt is None or utt.request is not None:
-            return []
-        utt.next_check = None
-        if utt.speech and not self._vad_held_open(utt):
-            # Speech the VAD follows on its own (it dips between words): nothing to ask yet.
-            utt.next_check = now + self.settings.recheck_ms / 1000.0
     def _undecided(self, utt: _Utterance, speech: list[int], probabilities: tuple[float, ...]) -> bool:
         if self._ring.total - utt.onset >= self.settings.onset_decide_ms * SAMPLE_RATE // 1000:
             return False
         return bool(speech) or any(p >= self.settings.uncertain_probability for p in probabilities)
 
+    def _recheck(self, now: float) -> list[Action]:
+        utt = self._utt
+        if utt is None or utt.request is not None:
             return []
-        start = max(self._ring.total - self._recheck_window, utt.start, self._ring.oldest)
-        return [self._analyze(utt, now, start)]
-
-    def _vad_held_open(self, utt: _Utterance) -> bool:
+        utt.next_check = None
         if utt.speech is None:
             # An onset the model could not settle: the same audio from before the onset, and what came since.
             return [self._analyze(utt, now, max(utt.onset - self._context, self._ring.oldest))]
         if not self._vad.speaking:
             return []
+        if utt.speech and not self._vad_held_open(utt):
+            # Speech the VAD follows on its own (it dips between words): nothing to ask yet.
+            utt.next_check = now + self.settings.recheck_ms / 1000.0
+            return []
+        start = max(self._ring.total - self._recheck_window, utt.start, self._ring.oldest)
+        return [self._analyze(utt, now, start)]
+
+    def _vad_held_open(self, utt: _Utterance) -> bool:
         """The energy VAD may not see this utterance end by itself: it has stayed above its threshold for
         `stuck_voiced_ms`, or the line is noisy and the utterance has lasted that long."""
         if self._vad.voiced_run >= self._stuck:
