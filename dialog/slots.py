@@ -413,7 +413,7 @@ _TIME_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         rf"(?P<h>\d{{1,2}})\b(?!:){_AP}{_POD_OPT}")),
     ("to", re.compile(
         rf"(?<!from )(?<!between )\b(?:(?P<q>a quarter|quarter)|(?P<mm>5|10|20|25)(?: minutes)?) "
-        rf"(?P<dir>to|till|til|of|before) (?P<h>\d{{1,2}})\b(?!:){_AP}{_POD_OPT}")),
+        rf"(?P<dir>to|till|til|of|before)(?: the)? (?P<h>\d{{1,2}})\b(?!:){_AP}{_POD_OPT}")),
     ("spaced", re.compile(rf"\b(?P<h>\d{{1,2}}) (?P<m>[0-5]\d)\b(?! ?{_SUF}){_COUNTED}{_AP}{_POD_OPT}")),
     ("ap", re.compile(r"\b(?P<h>\d{1,2}) ?(?P<ap>am|pm)\b")),
     ("oclock", re.compile(rf"\b(?P<h>\d{{1,2}}) oclock\b{_AP}{_POD_OPT}")),

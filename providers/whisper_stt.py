@@ -22,7 +22,8 @@ nothing; the gateway can count the reason. The checks, cheapest first:
 3. the decoder ran into its token budget (`MAX_TOKENS_PER_SECOND`): only a loop writes that much;
 4. our own n-gram check (`repeated_ngram`): the same one to four words back to back
    `MIN_LOOP_REPEATS` times or more, which the compression ratio misses in short loops;
-5. whisper's favourite phrases on noise, said alone (`_HALLUCINATIONS`).
+5. whisper's favourite phrases on noise, said alone (`_HALLUCINATIONS`), or its subtitle credits
+   anywhere ("thank you for watching").
 Decoding is greedy at temperature 0 and never conditioned on earlier text: deterministic, the
 fastest, and one utterance's loop cannot seed the next.
 """
@@ -85,6 +86,10 @@ UNCLEAR_SPEECH = frozenset({COMPRESSION, LOW_CONFIDENCE, TOKEN_LIMIT, REPETITION
 
 # Whisper's favourite hallucinations on noise; a caller saying exactly this alone is unlikely.
 _HALLUCINATIONS = frozenset({"you", "thank you", "thanks for watching", "bye"})
+# Phrases from the video subtitles whisper learned on, which no caller says: on the recordings' babble
+# bed tiny.en writes "Thank you for watching this channel."
+_SUBTITLE_PHRASES = re.compile(
+    r"\b(?:thanks?(?: you)? (?:so much )?for watching|(?:like and )?subscribe|subtitles? by|transcribed by)\b")
 _WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -125,7 +130,7 @@ def judge(text: str, windows: list[tuple[float, float, float]], hit_token_limit:
         return REPETITION
     if any(log_prob < REJECT_LOG_PROB for log_prob, _, _ in windows):
         return LOW_CONFIDENCE
-    if " ".join(_WORD.findall(text.lower())) in _HALLUCINATIONS:
+    if " ".join(_WORD.findall(text.lower())) in _HALLUCINATIONS or _SUBTITLE_PHRASES.search(text.lower()):
         return HALLUCINATION
     return ""
 

@@ -18,21 +18,26 @@ from tests.dialog.corpus.check import (
     GUARD_LOSSES, NOT_FAITHFUL, classify_in_context, entry_mismatches, load, mismatches, must_be_understood,
     summary,
 )
-from tests.dialog.corpus.phrasings import DEEPGRAM_FORMS, NOW, PHRASINGS
+from tests.dialog.corpus.phrasings import DEEPGRAM_FORMS, NOW, PHRASINGS, RECORDED_PHRASINGS
 from tests.dialog.corpus.voices import BY_NAME, VOICES, Synthesizer
 
 CORPUS = load()
 ENTRIES = CORPUS["entries"]
 # The share of the corpus understood as the caller meant it, whisper's losses included (measured on
 # this corpus: README "Understanding what callers say"). A change to the extraction must not lower it.
-MIN_UNDERSTOOD_SHARE = 0.64
+MIN_UNDERSTOOD_SHARE = 0.65
+
+
+def _phrasings(voice) -> list[tuple[str, str, str, dict]]:
+    return RECORDED_PHRASINGS if voice.recorded else PHRASINGS
 
 
 def test_the_corpus_is_every_phrasing_in_every_voice() -> None:
-    assert {(e["id"], e["voice"]) for e in ENTRIES} == {(p[0], v.name) for p in PHRASINGS for v in VOICES}
-    assert len(ENTRIES) == len(PHRASINGS) * len(VOICES)
+    wanted = [(p[0], v.name) for v in VOICES for p in _phrasings(v)]
+    assert sorted((e["id"], e["voice"]) for e in ENTRIES) == sorted(wanted)
     for e in ENTRIES:  # the stored phrasing is the one spoken
-        assert (e["spoken"], e["asked"], e["expect"]) == next(p[1:] for p in PHRASINGS if p[0] == e["id"])
+        phrasings = _phrasings(BY_NAME[e["voice"]])
+        assert (e["spoken"], e["asked"], e["expect"]) == next(p[1:] for p in phrasings if p[0] == e["id"])
 
 
 FAITHFUL = [e for e in ENTRIES if must_be_understood(e)]

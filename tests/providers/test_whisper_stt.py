@@ -156,3 +156,30 @@ def test_a_real_whisper_loop_is_caught(whisper, voice: str, spoken: str) -> None
     result = whisper.transcribe_checked(Synthesizer().telephone(BY_NAME[voice], spoken))
     assert result.heard and result.text == ""
     assert result.rejected in UNCLEAR_SPEECH, result
+
+
+# Real recordings of what a phone line carries besides the caller (loadgen.recordings: Debian
+# packages, pinned). crowd_oooh is a crowd's voice, not noise: whisper may write "Whoa!" for it.
+NOT_SPEECH = ("noise_bed", "transient", "tone", "music")
+UTTERANCE_SECONDS = 8  # what the VAD would hand over at most for a bout of noise
+
+
+def test_noise_music_and_tones_from_real_recordings_never_reach_the_dialog_as_words(whisper) -> None:
+    from loadgen.recordings import fetch
+
+    cat = fetch()
+    passed = {}
+    for category in NOT_SPEECH:
+        for name in cat.names(category):
+            if name == "crowd_oooh":
+                continue
+            result = whisper.transcribe_checked(cat.audio(name)[:UTTERANCE_SECONDS * RATE])
+            if result.text:
+                passed[name] = result.text
+    assert passed == {}  # before these guards: babble_3 "Thank you for watching this channel.", car_horn "beep" x20
+
+
+def test_subtitle_credits_are_hallucinations() -> None:
+    assert judge("Thank you for watching this channel.", [GOOD], False) == HALLUCINATION
+    assert judge("Thanks for watching!", [GOOD], False) == HALLUCINATION
+    assert judge("Thank you, that works.", [GOOD], False) == ""

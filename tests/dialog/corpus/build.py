@@ -17,16 +17,20 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from providers.whisper_stt import WhisperEngine
-from tests.dialog.corpus.phrasings import PHRASINGS
+from tests.dialog.corpus.phrasings import PHRASINGS, RECORDED_PHRASINGS
 from tests.dialog.corpus.voices import VOICES, Synthesizer, tool_versions
 from tests.dialog.corpus.wer import word_errors
 
 CORPUS = Path(__file__).with_name("stt_corpus.json")
 
 
-def build(model: str, voices: list[str] | None, previous: dict[tuple[str, str], dict]) -> dict:
+def build(model: str, voices: list[str] | None, previous: dict[tuple[str, str], dict],
+          save: Callable[[dict], None] = lambda corpus: None) -> dict:
+    """Every phrasing in the chosen voices (all by default); entries of other voices are kept from
+    `previous`. `save` gets the corpus so far after each voice, so a long run can be stopped."""
     synth = Synthesizer()
     engine = WhisperEngine(workers=1, model=model)
     entries = []
@@ -36,7 +40,7 @@ def build(model: str, voices: list[str] | None, previous: dict[tuple[str, str], 
     for voice in VOICES:
         if voices and voice.name not in voices:
             continue
-        for pid, spoken, asked, expect in PHRASINGS:
+        for pid, spoken, asked, expect in RECORDED_PHRASINGS if voice.recorded else PHRASINGS:
             audio = synth.telephone(voice, spoken)
             started = time.perf_counter()
             result = engine.transcribe_checked(audio)
@@ -53,12 +57,22 @@ def build(model: str, voices: list[str] | None, previous: dict[tuple[str, str], 
                 review.append(f"{voice.name} {pid}: {old.get('heard')!r} -> {result.heard!r}")
             entries.append(entry)
         print(f"{voice.name}: done", file=sys.stderr, flush=True)
-    stats = {"model": model, "utterances": len(entries), "audio_seconds": round(audio_seconds, 1),
+        save(_corpus(model, entries, previous, voices, decode_seconds, audio_seconds, errors, words))
+    for line in review:
+        print("changed:", line, file=sys.stderr)
+    return _corpus(model, entries, previous, voices, decode_seconds, audio_seconds, errors, words)
+
+
+def _corpus(model: str, entries: list[dict], previous: dict[tuple[str, str], dict], voices: list[str] | None,
+            decode_seconds: float, audio_seconds: float, errors: int, words: int) -> dict:
+    kept = [e for (_, voice), e in previous.items() if voices and voice not in voices]
+    order = {v.name: i for i, v in enumerate(VOICES)}
+    entries = sorted(kept + entries, key=lambda e: order.get(e["voice"], len(order)))
+    stats = {"model": model, "utterances": len(entries), "decoded_now": len(entries) - len(kept),
+             "audio_seconds": round(audio_seconds, 1),
              "decode_seconds": round(decode_seconds, 1),
              "real_time_factor": round(decode_seconds / max(audio_seconds, 1e-9), 3),
              "word_error_rate": round(errors / max(words, 1), 4)}
-    for line in review:
-        print("changed:", line, file=sys.stderr)
     return {"about": "What the offline whisper engine wrote for each phrasing in each voice (tests/dialog/"
                      "corpus/build.py). `expect`: what the caller meant; `rejected`: why the engine did not "
                      "pass the transcript on.",
@@ -74,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     previous: dict[tuple[str, str], dict] = {}
     if args.out.exists():
         previous = {(e["id"], e["voice"]): e for e in json.loads(args.out.read_text())["entries"]}
-    corpus = build(args.model, args.voice, previous)
-    args.out.write_text(json.dumps(corpus, indent=1, ensure_ascii=False) + "\n")
+
+    def save(corpus: dict) -> None:
+        args.out.write_text(json.dumps(corpus, indent=1, ensure_ascii=False) + "\n")
+
+    corpus = build(args.model, args.voice, previous, save)
+    save(corpus)
     print(json.dumps(corpus["stats"]))
     return 0
 

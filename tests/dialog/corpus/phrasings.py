@@ -208,3 +208,29 @@ DEEPGRAM_FORMS: list[tuple[str, str, dict[str, object]]] = [
     ("1030", "time", {"time": "10:30"}),
     ("Yes. That's correct.", "confirm", {"intent": "affirm"}),
 ]
+
+# Said by a real voice: Allison Smith's recorded prompt words (Debian asterisk-core-sounds-en-wav,
+# via loadgen.recordings), one recording per word joined as a caller would run them together. Only
+# the words recorded there: weekdays, one to twelve, "at", "a.m.", "p.m.", "o'clock", today, tomorrow.
+RECORDED_PHRASINGS: list[tuple[str, str, str, dict[str, object]]] = [
+    ("h-friday-at-three-pm", "Friday at three p.m.", "date", {"date": "2026-11-20", "time": "15:00"}),
+    ("h-tomorrow-at-ten-am", "tomorrow at ten a.m.", "date", {"date": "2026-11-19", "time": "10:00"}),
+    ("h-monday-at-eleven-oclock", "Monday at eleven o'clock", "date", {"date": "2026-11-23", "time": "11:00"}),
+    ("h-wednesday-at-one-pm", "Wednesday at one p.m.", "date", {"date": "2026-11-25", "time": "13:00"}),
+    ("h-today-at-four-pm", "today at four p.m.", "date", {"date": "2026-11-18", "time": "16:00"}),
+    ("h-saturday-at-eight-am", "Saturday at eight a.m.", "date", {"date": "2026-11-21", "time": "08:00"}),
+    ("h-tomorrow-at-seven-pm", "tomorrow at seven p.m.", "date", {"date": "2026-11-19", "time": "19:00"}),
+    ("h-thursday-at-nine", "Thursday at nine", "date", {"date": "2026-11-19", "time": "09:00"}),
+    ("h-tuesday", "Tuesday", "date", {"date": "2026-11-24"}),
+    ("h-thursday", "Thursday", "date", {"date": "2026-11-19"}),
+    ("h-friday", "Friday", "date", {"date": "2026-11-20"}),
+    ("h-tomorrow", "tomorrow", "date", {"date": "2026-11-19"}),
+    ("h-two-pm", "two p.m.", "time", {"time": "14:00"}),
+    ("h-at-four", "at four", "time", {"time": "16:00"}),
+    ("h-nine-am", "nine a.m.", "time", {"time": "09:00"}),
+    ("h-eleven-am", "eleven a.m.", "time", {"time": "11:00"}),
+    ("h-six-pm", "six p.m.", "time", {"time": "18:00"}),
+    ("h-twelve-oclock", "twelve o'clock", "time", {"time": "12:00"}),
+    ("h-five-oclock", "five o'clock", "time", {"time": "17:00"}),
+    ("h-at-three", "at three", "time", {"time": "15:00"}),
+]
