@@ -90,4 +90,7 @@ def row_figures(r: dict[str, Any] | None) -> dict[str, Any]:
         "rss_idle_mb": gw.get("rss_idle_mb"), "rss_peak_mb": gw.get("rss_peak_mb"),
         "rss_per_call_kb": gw.get("rss_per_call_kb"),
         "loadgen_limited": bool(loadgen_limits(r)), "contended": r["verdict"].get("contended", False),
+        # Voice-to-voice by the kind of caller line (script / answer / tool): the off-script conversation.
+        **{f"v2v_{kind}_{q}": s.get(q) for kind, s in (r.get("voice_to_voice_by_line_kind_ms") or {}).items()
+           for q in ("p50", "p95")},
     }

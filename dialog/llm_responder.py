@@ -2,27 +2,36 @@
 
 A caller turn waits for at most one LLM request before its first audio, whatever the caller said.
 
-- The rules understood the turn (any intent but UNKNOWN; also the greeting, DTMF and re-prompts):
-  the state machine has decided, at once. The decision (the machine's template text) is answered,
-  per the latency mode, as a quick response, from the response cache, or phrased by the LLM in its
-  own words, streamed token by token (`dialog.latency`).
-- The rules did not understand it (intent UNKNOWN): one streamed request, with the machine's state in
-  the prompt and the tool `record_booking_details` on offer (`dialog.llm_prompts`). The model either
-  records what the caller said through the tool, or answers what was said (an off-script question,
-  small talk, a request the agent cannot help with) in a sentence and asks the waiting question; or
-  both, a short lead-in before the tool call. A tool call goes through the same state machine
-  (`RuleResponder.redecide` -> `on_slots`): slot availability and business hours are checked there,
-  nothing is booked because the model said so, and the caller hears the machine's outcome in its
-  own words (the template, often already rendered), straight after the model's lead-in, with no
-  second request. The machine's words are carried into the next turn's request by the history.
-  The model's own words never state an outcome (`dialog.spoken_guard`).
+- The rules understood the turn (also the greeting, DTMF and re-prompts): the state machine has
+  decided, at once. The decision (the machine's template text) is answered, per the latency mode, as
+  a quick response, from the response cache, or phrased by the LLM in its own words, streamed token
+  by token (`dialog.latency`).
+- The rules did not understand it (the machine would re-ask its question, or give up; see
+  `misunderstood`): one streamed request, with the machine's state in the prompt and the tool
+  `record_booking_details` on offer (`dialog.llm_prompts`). The model either records what the caller
+  said through the tool, or answers what was said (an off-script question, small talk, a request the
+  agent cannot help with) in a sentence and asks the waiting question; or both, a short lead-in
+  before the tool call. A tool call goes through the same state machine (`RuleResponder.redecide` ->
+  `on_slots`): slot availability and business hours are checked there, nothing is booked because the
+  model said so, and the caller hears the machine's outcome in its own words (the template) straight
+  after the model's lead-in, with no second request; a call with no lead-in gets "Okay." (rendered at
+  startup) as it starts streaming, so the arguments' stream is not silence. The machine's words reach
+  the next turn's request through the history. The model's own words never state an outcome
+  (`dialog.spoken_guard`).
 
-Why one request that may speak or record, rather than the alternatives (measured in
-bench/turn_alternatives.py, LLM first token 300 ms): extraction then phrasing is two round trips
-(the off-script turn heard ~1.2 s after the STT final instead of ~0.5 s); extraction then the
-machine's template is one round trip but answers an off-script question with a blind re-ask, and
-its first audio waits for the whole tool call; phrasing the rules' re-ask while extraction runs
-(speculation) doubles the requests and still cannot answer the question.
+Why one request that may speak or record (bench/turn_alternatives.py: the off-script conversation of
+loadgen/conversations.py through OpenAiLlm against the emulator, LLM first token 300 ms and 50 tokens/s,
+latency mode enabled; first speakable phrase after the STT final, median of 5 conversations):
+
+| alternative | off-script answer | details recorded through the tool |
+|---|---|---|
+| one request, speak or record (this) | 383 ms, 1 request | 325 ms, 1 request |
+| extraction, then the phrasing (before) | 1086 ms, 2 requests in sequence | 464 ms, 1 request (805 ms, 2, when the LLM phrases every reply) |
+| extraction, then the machine's template | 644 ms, 1 request, and a blind re-ask | 464 ms, 1 request |
+| extraction and the phrasing of the re-ask at once (speculation) | 647 ms, 2 requests | 483 ms, 2 requests |
+
+Extraction must read a whole response before it knows there is no tool call, so every alternative
+built on it waits for the model's full answer, and none of them can answer what the caller asked.
 
 The LLM chain: the primary model, then the fallback model (if configured), then the template itself.
 A failure before anything was said moves to the next; after words were said the reply ends with the

@@ -162,6 +162,10 @@ class BenchOptions:
     label: str = ""
     quiet: bool = False
 
+    def __post_init__(self) -> None:
+        if self.turns == 0:  # the whole conversation (booking: its first 3 lines, as it has always run)
+            self.turns = conversations.DEFAULT_TURNS[self.conversation]
+
     @property
     def total_calls(self) -> int:
         return self.calls or self.concurrency
@@ -202,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--conversation", choices=tuple(conversations.CONVERSATIONS), default=d.conversation,
                    help="what the callers say: booking phrases the rules understand, or an off-script "
                         "conversation (most turns need the LLM to understand them or answer)")
-    g.add_argument("--turns", type=int, default=d.turns,
+    g.add_argument("--turns", type=int, default=0,
                    help="caller utterances per call (0: the conversation's default; at most its length)")
     g.add_argument("--barge-in-turn", type=int, default=d.barge_in_turn, help="this turn barges in (-1: none)")
     g.add_argument("--barge-in-ms", type=int, default=d.barge_in_ms, help="...this long after the reply starts")
@@ -259,8 +263,6 @@ def options_from_args(argv: Sequence[str]) -> BenchOptions:
     if opts.concurrency < 1 or opts.total_calls < 1 or opts.procs < 1:
         raise ValueError("--concurrency, --calls and --procs must be positive")
     lines = conversations.lines(opts.conversation)
-    if opts.turns == 0:
-        opts.turns = conversations.DEFAULT_TURNS[opts.conversation]
     if not 1 <= opts.turns <= len(lines):
         raise ValueError(f"--turns must be 1-{len(lines)} for the {opts.conversation} conversation")
     if opts.emulators_cpu is None:

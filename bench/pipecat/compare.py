@@ -43,6 +43,10 @@ SURVIVAL_FAILED_SHARE = 0.5  # more failed calls than this at a level: Pipecat d
 METRICS = (  # (key, label, digits, lower is better)
     ("v2v_p50", "voice-to-voice p50 ms", 0),
     ("v2v_p95", "voice-to-voice p95 ms", 0),
+    # The off-script conversation's turns by kind of caller line (no rows for the booking one).
+    ("v2v_answer_p50", "voice-to-voice p50 ms, off-script answers", 0),
+    ("v2v_tool_p50", "voice-to-voice p50 ms, details recorded (voicegate: a tool call)", 0),
+    ("v2v_script_p50", "voice-to-voice p50 ms, lines the rules understand", 0),
     ("overhead_caller_p50", "overhead p50 ms (caller side)", 0),
     ("overhead_caller_p99", "overhead p99 ms (caller side)", 0),
     ("overhead_wire_p50", "hops inside the server p50 ms (wire-timed)", 1),
@@ -66,7 +70,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--systems", default="voicegate,pipecat")
     p.add_argument("--gateway-cpu", type=int, default=0)
     p.add_argument("--loadgen-cpu", type=int, default=1)
-    p.add_argument("--turns", type=int, default=3)
+    p.add_argument("--conversation", choices=tuple(B.conversations.CONVERSATIONS), default="booking",
+                   help="what the callers say (loadgen/conversations.py): the off-script one has the emulated "
+                        "model answer or record details per line, for both systems alike")
+    p.add_argument("--turns", type=int, default=0, help="caller utterances per call (0: the conversation's default)")
     p.add_argument("--wait-quiet-s", type=float, default=60.0)
     p.add_argument("--nice", type=int, default=-10,
                    help="nice value of every benchmark process (negative needs root): ahead of other work on a "
@@ -83,7 +90,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def options(args: argparse.Namespace, level: int, system: str) -> B.BenchOptions:
-    return B.BenchOptions(concurrency=level, calls=max(5, level), turns=args.turns, max_call_s=args.max_call_s,
+    return B.BenchOptions(concurrency=level, calls=max(5, level), conversation=args.conversation, turns=args.turns,
+                          max_call_s=args.max_call_s,
                           gateway_cpu=args.gateway_cpu, loadgen_cpu=args.loadgen_cpu, emulators_cpu=args.loadgen_cpu,
                           gateway_command=args.gateway_command, nice=args.nice, label=f"{system} {level} calls")
 
@@ -126,7 +134,8 @@ def run_pipecat(args: argparse.Namespace, level: int) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-COLLAPSE_HIDDEN = {"v2v_p50", "v2v_p95", "overhead_caller_p50", "overhead_caller_p99", "overhead_wire_p50",
+BY_LINE_KIND = {"v2v_answer_p50", "v2v_tool_p50", "v2v_script_p50"}
+COLLAPSE_HIDDEN = BY_LINE_KIND | {"v2v_p50", "v2v_p95", "overhead_caller_p50", "overhead_caller_p99", "overhead_wire_p50",
                    "overhead_wire_p99", "clear_p50", "underrun_pct",
                    "underrun_time_pct"}
 
@@ -165,6 +174,8 @@ def markdown(levels: list[int], results: dict[str, dict[int, dict]]) -> str:
         p_run = results.get("pipecat", {}).get(level) or {}
         v, p = row_figures(v_run.get("report")), row_figures(sentence_rule(p_run.get("report")))
         for key, label, digits in METRICS:
+            if key in BY_LINE_KIND and "v2v_answer_p50" not in (p or {}) and "v2v_answer_p50" not in (v or {}):
+                continue  # not the off-script conversation: the overall rows say it all
             pv = p.get(key) if p else None
             vv = v.get(key) if v else None
             p_text = fmt(pv, digits) if p else (p_run.get("status") or "not run")
