@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Sequence
 
 from dialog import prompts
+from dialog.events import StartReply
 from dialog.intents import Intent
 from dialog.latency import QUICK_PROMPT_KEYS, LatencySuite, cache_key, normalize_intent, quality_score
 from dialog.llm_prompts import (
@@ -55,7 +56,6 @@ from dialog.machine import CHECKS, Check, DialogReply, State, next_steps
 from dialog.responder import ReplyEnd, ReplyPiece, RuleResponder
 from dialog.schedule import say_days, say_hours
 from dialog.spoken_guard import OutcomeGuard
-from dialog.events import StartReply
 from providers.base import LanguageModel, ProviderError, ToolCall, ToolCallStarted
 
 __all__ = ["LlmResponder", "misunderstood"]
@@ -71,9 +71,8 @@ GIVE_UP_KEYS = frozenset(CHECKS[check][1] for check in (Check.GAVE_UP, Check.GAV
 class TurnContext:
     """Where the call stood before a turn the rules did not understand: what the model is told."""
 
-    asking: State  # the state whose question is waiting for an answer
-    question: str
-    steps: tuple[Intent, ...]
+    question: str  # the question waiting for an answer, in its plain words
+    steps: tuple[Intent, ...]  # what the caller can do now (the machine's rows from that state)
 
 
 class LlmResponder:
@@ -173,7 +172,7 @@ class LlmResponder:
         asking = conv.asking
         if asking is None:
             return None  # the call has ended: nothing the model records could change that
-        return TurnContext(asking, conv.question(self.rules.now()), next_steps(asking))
+        return TurnContext(conv.question(self.rules.now()), next_steps(asking))
 
     async def _one_request(self, request: StartReply, decided: DialogReply,
                            context: TurnContext) -> AsyncIterator[ReplyPiece]:
