@@ -220,6 +220,7 @@ class CallSession:
         self._next_turn = 0
         self._reply: _Reply | None = None
         self._pending_text: list[str] = []  # final transcripts not yet answered
+        self.caller_language = ""  # what the STT engine last heard the caller speak, when it says (dialog.languages)
         self._utt: _Utterance | None = None
         self._next_utterance = 0
         self._next_request = 0
@@ -492,6 +493,10 @@ class CallSession:
         self._utt = None
         if utt is None or not utt.speech:
             return []  # noise or the agent's echo: nothing to transcribe
+        if ev.reason == "noise" and not utt.analysed_to:
+            # The energy VAD found its "speech" to be a steady noise and no model heard it otherwise: as
+            # before there was a model, nothing to transcribe (a streaming engine's own end of turn stands).
+            return []
         end_at = utt.last_speech if ev.reason == "noise" else ev.end
         start = utt.speech_from
         end = min(end_at + self.settings.tail_ms * SAMPLE_RATE // 1000, self._ring.total)
@@ -541,6 +546,7 @@ class CallSession:
         elif text:
             actions += self._words_during_reply(ev.now)
             self._pending_text.append(text)
+            self.caller_language = ev.language or self.caller_language
         if not ev.end_of_turn:
             return actions
         self._awaiting_transcripts = max(0, self._awaiting_transcripts - 1)
@@ -698,7 +704,8 @@ class CallSession:
         self._speech_ended_at = self._vad_end_at = None
         self._reply = _Reply(timings=timings, reprompt=reprompt)
         self._finish_deadline = None
-        return [StartReply(turn_id, user_text, tuple(self.history), dtmf=dtmf, reprompt=reprompt)]
+        return [StartReply(turn_id, user_text, tuple(self.history), dtmf=dtmf, reprompt=reprompt,
+                           language=self.caller_language)]
 
     def _cancel_reply(self, now: float, rollback: bool) -> list[Action]:
         reply = self._reply

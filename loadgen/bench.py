@@ -648,6 +648,11 @@ def gateway_env(port: int, tmp: Path, opts: BenchOptions, emulators_url: str,
         "MAX_CONCURRENT_CALLS": str(max(200, 2 * opts.concurrency)),
         "LATENCY_OPTIMIZATION_MODE": opts.latency_mode,
     })
+    if opts.voice == "synthetic":
+        # A buzz with a syllable envelope is not speech to a speech model, which is right: the gateway's
+        # model VAD would (correctly) take no turn from it. The synthetic voice measures the call path
+        # on the energy VAD alone; the Piper voice (the default) measures it with the model VAD on.
+        env["MODEL_VAD"] = "0"
     if not opts.offline:
         url = {role: (role_urls or {}).get(role, emulators_url) for role in EMULATOR_ROLES}
         env.update({
