@@ -34,7 +34,10 @@ the tables:
    CHECKS, which mostly offers the nearest free slot (a yes/no question, so the call stays in
    CONFIRMATION with the offer as the slot on the table). A row into COLLECT_TIME validates the
    date alone. (CONFIRMATION, AFFIRM) books through the store; if a racing call took the slot
-   meanwhile, the INSERT fails and CHECKS[RACE_LOST] offers the nearest free one instead.
+   meanwhile, the INSERT fails and CHECKS[RACE_LOST] offers the nearest free one instead; if the
+   store cannot save it (locked, read-only, disk full), CHECKS[STORE_FAILED] tells the caller so and
+   offers to try again (the slot stays on the table: a yes books it once the store takes writes).
+   A store that cannot be read is taken to have the slot free: the booking itself is the check.
 
 A yes or no while the agent asks for a day or a time answers a question it did not ask (the
 caller expected a read-back that never came, "Yes, that's all correct"): the agent says in one
@@ -65,7 +68,7 @@ from dialog.schedule import (
     say_hours, say_time, say_when, slot_start, within_hours,
 )
 from dialog.slots import Question, TimeOfDay
-from dialog.store import Booking, BookingStore
+from dialog.store import Booking, BookingStore, StoreUnavailable
 
 __all__ = ["CHECKS", "Check", "Conversation", "DialogReply", "DialogSettings", "Intent", "State",
            "TRANSITIONS", "TimeOfDay", "next_steps"]
@@ -94,6 +97,7 @@ class Check(enum.Enum):
     RACE_LOST = "race_lost"
     GAVE_UP = "gave_up"
     GAVE_UP_TRANSFER = "gave_up_transfer"
+    STORE_FAILED = "store_failed"  # the booking could not be saved: nothing was booked
 
 
 ASKING = (State.GREETING, State.COLLECT_DATE, State.COLLECT_TIME, State.CONFIRMATION)
@@ -154,6 +158,7 @@ CHECKS: dict[Check, tuple[State, str]] = {
     Check.RACE_LOST: (State.CONFIRMATION, "race_offer"),
     Check.GAVE_UP: (State.TERMINAL, "handoff"),
     Check.GAVE_UP_TRANSFER: (State.TERMINAL, "transfer"),
+    Check.STORE_FAILED: (State.CONFIRMATION, "store_failed"),
 }
 
 _DTMF = {"1": Intent.AFFIRM, "2": Intent.DENY}
@@ -179,11 +184,14 @@ class _Fields(dict):  # type: ignore[type-arg]
 
 class Conversation:
     def __init__(self, settings: DialogSettings, store: BookingStore | None, call_sid: str = "",
-                 caller: str = "") -> None:
+                 caller: str = "", lost_context: bool = False) -> None:
         self.settings = settings
         self.store = store
         self.call_sid = call_sid
         self.caller = caller
+        # A cut-off call came back but its context could not be found: the greeting says so, once.
+        self._lost_context = lost_context
+        self._handover = False  # restored from a planned hand-over (a deploy): resume without an apology
         self._state = State.GREETING
         self._resume = State.GREETING  # the state whose question FALLBACK is re-asking
         self._date: date | None = None
@@ -226,7 +234,9 @@ class Conversation:
     def greet(self, now: datetime) -> DialogReply:
         now = self._local(now)
         self._state = self._resume = State.GREETING
-        return self._reply("greet", Intent.UNKNOWN, now)
+        key = "greet_lost" if self._lost_context else "greet"
+        self._lost_context = False
+        return self._reply(key, Intent.UNKNOWN, now)
 
     def on_user(self, text: str, now: datetime) -> DialogReply:
         now = self._local(now)
@@ -263,9 +273,11 @@ class Conversation:
         """The call was cut off and is back (a new stream for the same call): pick up the question
         where it was. Not a misunderstanding: the retry count is untouched."""
         now = self._local(now)
+        planned, self._handover = self._handover, False
         if self._state is State.TERMINAL:
             return self._reply("ended", Intent.UNKNOWN, now)
-        return self._reply("resume", Intent.UNKNOWN, now)
+        # A planned hand-over (a deploy) happened at a quiet moment: no apology, just the question.
+        return self._reply("handover" if planned else "resume", Intent.UNKNOWN, now)
 
     def repeat_last(self) -> DialogReply:
         if self._last is None:
@@ -394,7 +406,7 @@ class Conversation:
             problem = Check.PAST_TIME
         elif not on_grid(start, self.settings):
             problem = Check.OFF_GRID
-        elif self.store is not None and not self.store.is_free(start):
+        elif not self._free(start):
             problem = Check.TAKEN
         else:
             return State.CONFIRMATION, "confirm"
@@ -417,12 +429,15 @@ class Conversation:
         if self.store is None:  # nothing to book against: the booking lives in the reply only
             booking: Booking | None = Booking(0, start, self.call_sid, self.caller, now)
         else:
-            booking = self.store.book(start, self.call_sid, self.caller, created_at=now)
-            if booking is None and self.call_sid:
-                # This call's own booking, from a turn that was rolled back after it booked (the
-                # caller barged in on the read-back): saying yes again is the same booking.
-                mine = self.store.booking_at(start)
-                booking = mine if mine is not None and mine.call_sid == self.call_sid else None
+            try:
+                booking = self.store.book(start, self.call_sid, self.caller, created_at=now)
+                if booking is None and self.call_sid:
+                    # This call's own booking, from a turn that was rolled back after it booked (the
+                    # caller barged in on the read-back): saying yes again is the same booking.
+                    mine = self.store.booking_at(start)
+                    booking = mine if mine is not None and mine.call_sid == self.call_sid else None
+            except StoreUnavailable:  # not saved (the store logs it with the call sid): say so
+                return (*CHECKS[Check.STORE_FAILED], None)
         if booking is None:  # a racing call took it between the read-back and the yes
             return (*self._offer(start, Check.RACE_LOST, now), None)
         self._booking = booking
@@ -436,14 +451,26 @@ class Conversation:
                 day = start.date() + timedelta(days=sign * days)
                 candidate = slot_start(day, clock(start.hour, start.minute), self.settings)
                 if (candidate > now and within_hours(candidate, self.settings)
-                        and on_grid(candidate, self.settings)
-                        and (self.store is None or self.store.is_free(candidate))):
+                        and on_grid(candidate, self.settings) and self._free(candidate)):
                     return candidate
         return None
 
+    def _free(self, start: datetime) -> bool:
+        """Free as far as the store knows; a store that cannot be read is taken to say yes (the
+        booking INSERT is the real check, and its failure is told to the caller)."""
+        if self.store is None:
+            return True
+        try:
+            return self.store.is_free(start)
+        except StoreUnavailable:
+            return True
+
     def _nearest_free(self, start: datetime, now: datetime) -> datetime | None:
         if self.store is not None:
-            return self.store.nearest_free(start, self.settings, now)
+            try:
+                return self.store.nearest_free(start, self.settings, now)
+            except StoreUnavailable:
+                pass
         return nearest_slot(start, self.settings, (), now)
 
     def _resolve_meridiem(self, day: date, t: TimeOfDay) -> TimeOfDay:
@@ -495,9 +522,9 @@ class Conversation:
         same = self._last is not None and self._last.prompt_key == key
         self._streak = self._streak + 1 if same else 0
         variant = self._streak
-        if key in ("failure", "resume"):  # an apology, then the question the caller is answering
+        if key in ("failure", "resume", "handover"):  # an apology (or none), then the question being answered
             at = self._resume if self._state is State.FALLBACK else self._state
-            text = prompts.render(key, fields) + " " + prompts.question(at.value, fields)
+            text = (prompts.render(key, fields) + " " + prompts.question(at.value, fields)).strip()
         else:
             text = prompts.render(key, fields, variant)
         if acknowledge:
@@ -547,6 +574,7 @@ class Conversation:
         conv._retries = int(data.get("retries", 0))
         conv._streak = int(data.get("streak", 0))
         conv._booking = Booking.from_dict(data["booking"]) if data.get("booking") else None
+        conv._handover = data.get("handover") == "planned"  # set by the gateway on a planned hand-over
         last = data.get("last")
         if last:
             conv._last = DialogReply(last["text"], State(last["state"]), Intent(last["intent"]),

@@ -95,6 +95,13 @@ PROMPTS: Mapping[str, tuple[str, ...]] = {
         "Hmm, that doesn't sound like a time I can book. What time would you like? We're open {hours}.",),
     "failure": ("Sorry, I had a little trouble on my end.",),  # followed by the current question
     "resume": ("Sorry about that, we got cut off.",),  # a resumed call: followed by the current question
+    # A call handed over on purpose (a deploy), at a quiet moment: no apology, only the current question.
+    "handover": ("",),
+    # A cut-off call came back, but where it was could not be found: start again, politely.
+    "greet_lost": ("Sorry about that, we got cut off, and I've lost my place. Let's start again. "
+                   "Would you like to book an appointment?",),
+    # The booking could not be saved (the store refused it): nothing was booked; the slot stays offered.
+    "store_failed": ("I couldn't save that booking just now. Shall I try again to book {when}?",),
     "correction_ack": ("No problem.",),  # before the reply to a correction
     # Said as an LLM starts recording details through its tool, while the arguments stream: the
     # machine's outcome follows. Claims nothing, and is rendered at startup like every fixed prompt.

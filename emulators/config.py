@@ -55,7 +55,7 @@ class ProviderConfig:
 
 @dataclass
 class DeepgramConfig(ProviderConfig):
-    FAULTS: ClassVar[tuple[str, ...]] = ("refuse", "drop", "stall", "error5xx")
+    FAULTS: ClassVar[tuple[str, ...]] = ("refuse", "drop", "stall", "error5xx", "flap")
 
     api_key: str = ""  # the accepted key; "" accepts any non-empty key
     bad_keys: list[str] = field(default_factory=list)  # refused with 401 at the handshake
@@ -72,6 +72,22 @@ class DeepgramConfig(ProviderConfig):
     interim_words_per_second: float = 2.5  # how fast the interim prefix grows (speech is ~2.5 words/s)
     drop_after: float = 1.0  # fault "drop": seconds after speech onset before the socket is cut
     finalize_empty_reply: bool = True  # Finalize with nothing pending answers an empty from_finalize final
+    # Fault "flap": each connection is cut (no close frame) this many seconds after it opened, whatever
+    # it is doing; a list is taken in turn, one entry per connection, so cuts land at different points.
+    flap_after: list[float] = field(default_factory=lambda: [3.0])
+    # Transcripts by the audio itself, as a real engine's are: text -> the hashes of its voiced 20 ms
+    # frames (`emulators.deepgram.voiceprint`). Audio with known frames is transcribed as the words of
+    # the frames heard, on any connection: a replay gets the same words, a replay of part of an
+    # utterance only the words of that part. Audio with no known frame takes the script as before.
+    voiceprints: dict[str, list[str]] = field(default_factory=dict)
+
+    _flaps: int = field(default=0, repr=False)  # connections cut by "flap" so far: the next flap_after entry
+
+    def next_flap_after(self) -> float:
+        delays = self.flap_after or [3.0]
+        delay = delays[self._flaps % len(delays)]
+        self._flaps += 1
+        return float(delay)
 
 
 @dataclass
@@ -103,11 +119,12 @@ class OpenAIConfig(ProviderConfig):
 
 @dataclass
 class ElevenLabsConfig(ProviderConfig):
-    FAULTS: ClassVar[tuple[str, ...]] = ("drop", "stall", "error5xx")
+    FAULTS: ClassVar[tuple[str, ...]] = ("drop", "stall", "error5xx", "flap")
 
     api_key: str = ""
     bad_keys: list[str] = field(default_factory=list)
     chunk_ms: int = 100  # audio per streamed chunk / WebSocket audio message
+    flap_after: float = 3.0  # fault "flap": a WebSocket is cut (no close frame) this long after it opened
     inactivity_timeout: float = 20.0  # stream-input default when the query has none (ElevenLabs: 20 s)
     stall_seconds: float = 300.0
 

@@ -13,6 +13,14 @@ It cannot recognize speech, so it detects it and answers from a script. The work
   finalizes the open utterance at once (from_finalize) and never twice.
 - `ListenSocket` (I/O): the WebSocket glue, a FIFO sender that honours each action's delay while
   keeping message order, the NET-0001 idle timer, the faults and the log record.
+
+Transcripts by the audio (`DeepgramConfig.voiceprints`). A script is taken per connection, so after a
+reconnect the script starts again, which a real engine never does: it transcribes what it hears. With
+voiceprints (text -> the hashes of its audio's voiced 20 ms frames, `voiceprint`), every frame the
+session receives is looked up, and an utterance is transcribed as the words of the frames heard, each
+timed where its share of the audio lies on this connection's clock. So a client's replay after a
+reconnect gets the same words again, and a replay of the tail of an answered utterance gets the
+words of that tail, as a real engine would give them, which is what a client must not answer twice.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import time
 import math
 import uuid
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -222,9 +231,84 @@ Action = Send | Close | Drop
 
 @dataclass
 class _Utterance:
-    text: str
+    text: str | None  # None: decided when first needed (by the voiceprints, else the script)
     start: float
     finalized: bool = False
+
+
+def voiceprint(audio: bytes, threshold_dbfs: float = -40.0) -> list[str]:
+    """The hashes of `audio`'s 20 ms mu-law frames, "" for a frame too quiet to be speech (silence
+    is the same bytes in every utterance). The last frame is padded with silence, as a caller sends it."""
+    pad = -len(audio) % 160
+    data = bytes(audio) + b"\xff" * pad
+    n = len(data) // 160
+    if n == 0:
+        return []
+    energy = np.square(_ULAW[np.frombuffer(data, dtype=np.uint8)]).reshape(n, 160).mean(axis=1)
+    threshold = (32768.0 * 10 ** (threshold_dbfs / 20)) ** 2
+    return [_frame_hash(data[i * 160:(i + 1) * 160]) if energy[i] > threshold else "" for i in range(n)]
+
+
+def _frame_hash(frame: bytes) -> str:
+    return hashlib.blake2b(frame, digest_size=8).hexdigest()
+
+
+class _Voiceprints:
+    """The reverse of `DeepgramConfig.voiceprints`: frame hash -> (text, frame position in its audio),
+    and per text the span of its voiced frames, over which its words are spread evenly."""
+
+    HEARD_FRAMES = 3000  # 60 s of recognized frames kept per connection: longer than any utterance
+
+    def __init__(self, prints: dict[str, list[str]]) -> None:
+        self.where: dict[str, tuple[str, int]] = {}
+        self.span: dict[str, tuple[int, int]] = {}
+        for text, hashes in prints.items():
+            voiced = [i for i, h in enumerate(hashes) if h]
+            if not voiced:
+                continue
+            self.span[text] = (voiced[0], voiced[-1] + 1)
+            for i in voiced:
+                self.where.setdefault(hashes[i], (text, i))
+        self.heard: deque[tuple[int, str, int]] = deque(maxlen=self.HEARD_FRAMES)  # (frame here, text, position)
+        self._pending = b""
+        self._frames = 0
+
+    def feed(self, data: bytes) -> None:
+        buf = self._pending + data if self._pending else data
+        n = len(buf) // 160
+        self._pending = buf[n * 160:]
+        for i in range(n):
+            hit = self.where.get(_frame_hash(buf[i * 160:(i + 1) * 160]))
+            if hit is not None:
+                self.heard.append((self._frames + i, *hit))
+        self._frames += n
+
+    def words(self, start: float, end: float) -> list[tuple[str, float, float]] | None:
+        """The words of the known audio heard between `start` and `end` (seconds of this connection's
+        audio), each with its start and end there; None if none of it is known."""
+        first, last = round(start / FRAME_SECONDS), round(end / FRAME_SECONDS)
+        hits = [h for h in self.heard if first <= h[0] < last]
+        if not hits:
+            return None
+        runs: list[tuple[str, list[tuple[int, int]]]] = []  # consecutive frames of one text
+        for frame, text, position in hits:
+            if runs and runs[-1][0] == text and position > runs[-1][1][-1][1]:
+                runs[-1][1].append((frame, position))
+            else:
+                runs.append((text, [(frame, position)]))
+        words: list[tuple[str, float, float]] = []
+        for text, frames in runs:
+            tokens = text.split()
+            lo, hi = self.span[text]
+            share = (hi - lo) / max(1, len(tokens))
+            (f0, p0), (_, p1) = frames[0], frames[-1]
+            for k, token in enumerate(tokens):
+                at = lo + (k + 0.5) * share  # where the word's middle lies in the text's audio
+                if p0 - 0.5 <= at <= p1 + 0.5:  # heard on this connection
+                    begin = max(p0, lo + k * share)
+                    finish = min(p1 + 1, lo + (k + 1) * share)
+                    words.append((token, (f0 + begin - p0) * FRAME_SECONDS, (f0 + finish - p0) * FRAME_SECONDS))
+        return words
 
 
 # Speech that resumes within this of an endpointing decision continues the same scripted utterance: a
@@ -244,6 +328,7 @@ class ListenSession:
         self._repeat_last = cfg.repeat_last
         self._words_per_second = cfg.interim_words_per_second
         self._finalize_empty = cfg.finalize_empty_reply
+        self._prints = _Voiceprints(cfg.voiceprints) if cfg.voiceprints else None
         self.detector = EnergyDetector(options, cfg.speech_threshold_dbfs, cfg.onset_ms, cfg.interim_interval,
                                        cfg.default_endpointing_ms)
         self._sha = hashlib.sha256()
@@ -260,6 +345,8 @@ class ListenSession:
             return []
         self._sha.update(data)
         actions: list[Action] = []
+        if self._prints is not None:
+            self._prints.feed(data)
         self.events = self.detector.feed(data)
         for event in self.events:
             match event:
@@ -274,7 +361,10 @@ class ListenSession:
                     resume_s = SAME_UTTERANCE_RESUME_MS / 1000.0
                     same = (self._last_end is not None and time.monotonic() - self._last_end[0] < resume_s
                             and at - self._last_end[1] < resume_s)
-                    self._utterance = _Utterance("" if same else self._next_text(), at)
+                    if self._prints is not None:
+                        self._utterance = _Utterance(None, at)  # its words come from its frames
+                    else:
+                        self._utterance = _Utterance("" if same else self._next_text(), at)
                     if self.options.vad_events:
                         actions.append(Send({"type": "SpeechStarted", "channel": [0], "timestamp": round(at, 3)}))
                     if self.drop_after is not None:
@@ -282,17 +372,21 @@ class ListenSession:
                 case Interim(at=at):
                     u = self._utterance
                     if u is not None and not u.finalized and self.options.interim_results:
-                        words = u.text.split()
-                        n = min(len(words), max(1, round((at - u.start) * self._words_per_second)))
-                        actions.append(Send(self._results(" ".join(words[:n]), u.start, at, is_final=False)))
+                        text, timed = self._spoken(u, at)
+                        if timed is None:
+                            words = text.split()
+                            n = min(len(words), max(1, round((at - u.start) * self._words_per_second)))
+                            text = " ".join(words[:n])
+                        actions.append(Send(self._results(text, u.start, at, is_final=False, timed=timed)))
                 case End(start=start, end=end):
                     u = self._utterance
                     self._utterance = None
                     self._last_end = (time.monotonic(), self.detector.audio_time)
                     if u is not None and not u.finalized:
                         final = self.options.endpointing_ms is not None
-                        actions.append(Send(self._results(u.text, u.start, end, is_final=True, speech_final=final),
-                                            self.final_delay))
+                        text, timed = self._spoken(u, end)
+                        actions.append(Send(self._results(text, u.start, end, is_final=True, speech_final=final,
+                                                          timed=timed), self.final_delay))
                     if self.options.utterance_end_ms:
                         actions.append(Send({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": round(end, 3)},
                                             self.final_delay))
@@ -305,7 +399,9 @@ class ListenSession:
         at = self.detector.audio_time
         if u is not None and not u.finalized:
             u.finalized = True
-            return [Send(self._results(u.text, u.start, at, is_final=True, from_finalize=True), self.final_delay)]
+            text, timed = self._spoken(u, at)
+            return [Send(self._results(text, u.start, at, is_final=True, from_finalize=True, timed=timed),
+                         self.final_delay)]
         if u is None and self._finalize_empty:
             return [Send(self._results("", self._last_final_end, at, is_final=True, from_finalize=True),
                          self.final_delay)]
@@ -319,7 +415,8 @@ class ListenSession:
         u = self._utterance
         if u is not None and not u.finalized:
             u.finalized = True
-            actions.append(Send(self._results(u.text, u.start, self.detector.audio_time, is_final=True)))
+            text, timed = self._spoken(u, self.detector.audio_time)
+            actions.append(Send(self._results(text, u.start, self.detector.audio_time, is_final=True, timed=timed)))
         actions.append(Send({
             "type": "Metadata", "transaction_key": "deprecated", "request_id": self.request_id,
             "sha256": self._sha.hexdigest(),
@@ -330,6 +427,16 @@ class ListenSession:
         actions.append(Close(1000))
         return actions
 
+    def _spoken(self, u: _Utterance, upto: float) -> tuple[str, list[tuple[str, float, float]] | None]:
+        """What the utterance said up to `upto`: the words of its known frames (timed), else its script text."""
+        if self._prints is not None:
+            timed = self._prints.words(u.start, upto + FRAME_SECONDS)
+            if timed is not None:
+                return " ".join(w for w, _, _ in timed), timed
+        if u.text is None:
+            u.text = self._next_text()  # audio no voiceprint knows: the script, as without them
+        return u.text, None
+
     def _next_text(self) -> str:
         if self._script:
             text = self._script.pop(0)
@@ -339,10 +446,15 @@ class ListenSession:
         return self._default
 
     def _results(self, text: str, start: float, end: float, *, is_final: bool, speech_final: bool = False,
-                 from_finalize: bool = False) -> dict[str, Any]:
+                 from_finalize: bool = False, timed: list[tuple[str, float, float]] | None = None) -> dict[str, Any]:
         tokens = text.split()
         words = []
-        if tokens:
+        if timed is not None:
+            for token, begin, finish in timed:
+                bare = "".join(c for c in token if c.isalnum() or c in "'-").lower() or token.lower()
+                words.append({"word": bare, "start": round(begin, 3), "end": round(finish, 3), "confidence": 0.98,
+                              "punctuated_word": token if self.options.punctuate else bare})
+        elif tokens:
             span = max(end - start, 0.02) / len(tokens)
             for i, token in enumerate(tokens):
                 bare = "".join(c for c in token if c.isalnum() or c in "'-").lower() or token.lower()
@@ -434,6 +546,11 @@ class ListenSocket:
                           lambda: self.queue.put_nowait((loop.time(), Close(1011, NET_0001))))
         sender = asyncio.create_task(self._send_loop())
         record = self.record
+        flap: asyncio.TimerHandle | None = None
+        if self.fault == "flap":
+            # Cut whatever the connection is doing: mid-utterance, mid-reply, between turns.
+            record["flap_after"] = after = dg.next_flap_after()
+            flap = loop.call_later(after, self.queue.put_nowait, (0.0, Drop()))
         try:
             while True:
                 message = await self.ws.receive()
@@ -468,6 +585,8 @@ class ListenSocket:
         finally:
             timer.cancel()
             sender.cancel()
+            if flap is not None:
+                flap.cancel()
             record["closed_at"] = now()
             if record["closed_by"] is None:
                 record["closed_by"] = "client"

@@ -305,7 +305,7 @@ class TtsSocket:
             "kind": "multi-stream-input" if multi else "stream-input", "path": ws.scope["path"],
             "voice_id": ws.path_params.get("voice_id"), "query": self.query,
             "headers": recorded_headers(ws.scope, SECRET_HEADERS), "opened_at": now(), "closed_at": None,
-            "close_code": None, "status": None, "fault": None, "init": None, "messages": [],
+            "close_code": None, "closed_by": None, "status": None, "fault": None, "init": None, "messages": [],
             "generations": [], "first_audio_at": None, "audio_bytes": 0,
         })
 
@@ -325,6 +325,11 @@ class TtsSocket:
         timer = IdleTimer(timeout, self._on_idle)
         sender = asyncio.create_task(self._send_loop())
         authed = header_key is not None
+        flap: asyncio.Task | None = None
+        if self.fault == "flap":
+            # Cut the socket this long after it opened, whatever it is doing (no close frame).
+            self.record["flap_after"] = el.flap_after
+            flap = asyncio.create_task(self._flap(el.flap_after))
         try:
             while True:
                 message = await self.ws.receive()
@@ -354,7 +359,15 @@ class TtsSocket:
         finally:
             timer.cancel()
             sender.cancel()
+            if flap is not None:
+                flap.cancel()
             self.record["closed_at"] = now()
+
+    async def _flap(self, after: float) -> None:
+        await asyncio.sleep(after)
+        self.record["closed_by"] = "server-drop"
+        if not await abort_connection(self.ws.scope):
+            await self.ws.close(1011, "emulated drop")
 
     async def _deny(self, status: int, body: Any) -> None:
         self.record["status"] = status

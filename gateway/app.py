@@ -24,7 +24,7 @@ from dialog.machine import Conversation, DialogSettings
 from dialog.responder import Responder, RuleResponder
 from dialog.store import Store
 from gateway import auth, dashboard, eager_tasks, metrics, tracing, twiml
-from gateway.call import CLOSE_BUSY, CLOSE_FORBIDDEN, CLOSE_NOT_READY, CallServices, MediaCall
+from gateway.call import CLOSE_BUSY, CLOSE_FORBIDDEN, CLOSE_NOT_READY, CLOSE_RESTARTING, CallServices, MediaCall
 from providers.settings import Settings
 from gateway.gc_pacer import GcPacer, freeze_heap
 from gateway.logs import event as log_event, mask_number
@@ -52,7 +52,8 @@ class Gateway:
         self.tracer = tracing.from_environment()
         self.engines = engines or Engines(settings, board=BreakerBoard(
             on_change=_breaker_metric, failure_threshold=settings.breaker_failure_threshold,
-            reset_seconds=settings.breaker_reset_seconds))
+            reset_seconds=settings.breaker_reset_seconds,
+            drop_window_seconds=settings.provider_reconnect_window_seconds))
         retry.on_provider_event = _provider_metric
         self.shared = shared_state(settings.redis_url)
         backend = self.shared.cache_backend()
@@ -67,7 +68,11 @@ class Gateway:
         self.clock = clock or (lambda: datetime.now(self.tz))
         self.dialog_settings = DialogSettings(timezone=settings.timezone, transfer_number=settings.transfer_number)
         self.store = Store(settings.voicegate_db)
+        self.store.on_backlog = metrics.STORE_BACKLOG.set
         self._store_pool = ThreadPoolExecutor(1, thread_name_prefix="store")  # SQLite likes one writer
+        self._store_retry: asyncio.Task | None = None
+        self.draining = False  # SIGTERM: no new calls (`drain`)
+        self._drain: asyncio.Task | None = None
         self.session_settings = SessionSettings(
             end_of_speech_ms=settings.end_of_speech_ms,
             max_utterance_seconds=settings.max_utterance_seconds,
@@ -107,10 +112,19 @@ class Gateway:
         """The call's dialog: new, or restored from a snapshot when a cut-off call resumes."""
         caller = call.parameters.get("caller", call.parameters.get("From", ""))
 
+        # A stream of a call cut off before (Twilio's <Redirect> counts the attempts) whose context was
+        # not found (Redis lost it, or was down): start afresh, saying so.
+        lost = snapshot is None and _int(call.parameters.get("attempt"), 0) > 0
+
         def new(snapshot: dict | None = None) -> Conversation:
             if snapshot is not None:
                 return Conversation.restore(snapshot, self.dialog_settings, self.store)
-            return Conversation(self.dialog_settings, self.store, call_sid=call.call_sid, caller=caller)
+            return Conversation(self.dialog_settings, self.store, call_sid=call.call_sid, caller=caller,
+                                lost_context=lost)
+
+        if lost:
+            log_event(log, "a cut-off call came back without its context: starting the conversation afresh",
+                      logging.WARNING, shared_state=self.shared.backend)
 
         def cancel(booking) -> None:
             self.store.cancel(booking.id, booking.call_sid)
@@ -131,6 +145,51 @@ class Gateway:
         # The LLM request's body goes out in the loop turn that sends its headers (eager_tasks).
         eager_tasks.install(asyncio.get_running_loop())
         self._load_task = asyncio.create_task(self._load())
+        self._store_retry = asyncio.create_task(self._retry_store())
+
+    async def _retry_store(self) -> None:
+        """Transcript writes the store refused are held (dialog.store); write them once it takes writes."""
+        while True:
+            await asyncio.sleep(STORE_RETRY_SECONDS)
+            if self.store.backlog:
+                with contextlib.suppress(Exception):
+                    await self.run_store(self.store.flush_backlog)
+
+    # ------------------------------------------------------------------ drain (a deploy)
+
+    def drain(self) -> asyncio.Task:
+        """SIGTERM (gateway.serving): stop taking calls, let those in progress go on up to
+        DRAIN_SECONDS, then hand each one still going over to another instance. The task ends when
+        no call is left here."""
+        if self._drain is None:
+            self.draining = True
+            metrics.DRAINING.set(1)
+            self._drain = asyncio.get_running_loop().create_task(self._drain_calls())
+        return self._drain
+
+    async def _drain_calls(self) -> None:
+        settings, calls = self.settings, self.services.calls
+        loop = asyncio.get_running_loop()
+        log_event(log, "draining: new calls go to other instances; calls in progress go on",
+                  calls=len(calls), drain_seconds=settings.drain_seconds)
+        if self.shared.backend == "memory" and calls:
+            log_event(log, "no REDIS_URL: calls still going at the drain deadline will start afresh on the "
+                      "next instance", logging.WARNING)
+        deadline = loop.time() + settings.drain_seconds
+        while calls and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        moments: list[object] = []
+        if calls:
+            log_event(log, "drain deadline: handing calls over", calls=len(calls))
+            moments = await asyncio.gather(*(call.hand_over(settings.handover_wait_seconds)
+                                             for call in list(calls.values())), return_exceptions=True)
+        closing = loop.time() + HANDOVER_CLOSE_SECONDS
+        while calls and loop.time() < closing:  # the handed-over calls end (their streams close)
+            await asyncio.sleep(DRAIN_POLL_SECONDS / 4)
+        for failure in (m for m in moments if isinstance(m, BaseException)):
+            log.error("a hand-over failed", exc_info=failure)
+        log_event(log, "drained", handed_over=sum(1 for m in moments if m in ("quiet", "forced")),
+                  forced=sum(1 for m in moments if m == "forced"), left=len(calls))
 
     async def _load(self) -> None:
         await self.engines.load()
@@ -150,6 +209,15 @@ class Gateway:
 
     async def shutdown(self) -> None:
         self._gc_pacer.stop()
+        if self._store_retry is not None:
+            self._store_retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._store_retry
+        if self.store.backlog:
+            left = await self.run_store(self.store.flush_backlog)
+            if left:
+                log_event(log, "transcript writes the store never took are lost at shutdown", logging.ERROR,
+                          writes=left)
         if self._load_task is not None:
             self._load_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -195,10 +263,26 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         call_sid = str(form.get("CallSid", ""))
         caller = str(form.get("From", ""))
         attempt = _int(request.query_params.get("attempt"), 0)
+        hops = _int(request.query_params.get("drain_hops"), 0)
         ended = await gw.shared.ended(call_sid) if call_sid else None
+        if attempt > 0 and ended is None and call_sid:
+            # A hand-over at a deploy is no failure: it does not count against the resume attempts, or
+            # a long call would be hung up after a couple of rolling deploys.
+            context = await gw.shared.load_context(call_sid)
+            if ((context or {}).get("dialog") or {}).get("handover") == "planned":
+                attempt -= 1
         if ended is not None:
             # The stream was closed on purpose: the call is over (or being transferred).
             body = twiml.dial(ended.split(":", 1)[1]) if ended.startswith("transfer:") else twiml.hangup()
+        elif gw.draining and hops < twiml.MAX_DRAIN_HOPS:
+            # This instance is going away: back to the same URL after a pause, which the load balancer
+            # (told by /readyz) sends to another instance. The attempt count goes along unchanged.
+            body = twiml.try_elsewhere(urls.origin(request.scope).http_url("/twilio/voice"),
+                                       {"attempt": str(_int(request.query_params.get("attempt"), 0)),
+                                        "drain_hops": str(hops + 1)})
+        elif gw.draining:
+            metrics.ERRORS.labels("draining", "gateway").inc()
+            body = twiml.hangup("Sorry, we are restarting. Please call again in a minute. Goodbye.")
         elif attempt > twiml.MAX_RESUME_ATTEMPTS:
             body = twiml.hangup("Sorry, we are having technical trouble. Please call again later. Goodbye.")
         elif not gw.engines.ready:
@@ -232,6 +316,13 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
             log_event(log, "refused a media stream with a missing or forged Twilio signature", logging.WARNING)
             await ws.close(CLOSE_FORBIDDEN)  # before accept: the handshake is answered 403
             return
+        if gw.draining:
+            # Going away: a stream that still arrives (its webhook was answered just before the drain)
+            # is refused with 1012, and Twilio's <Redirect> after <Connect> takes the call elsewhere.
+            metrics.ERRORS.labels("draining", "gateway").inc()
+            await ws.accept()
+            await ws.close(CLOSE_RESTARTING, "draining: this instance is shutting down")
+            return
         if len(gw.services.calls) >= settings.max_concurrent_calls or not gw.engines.ready:
             # Accept, then close with a code that says why (a refused handshake carries no reason).
             metrics.ERRORS.labels("busy" if gw.engines.ready else "not_ready", "gateway").inc()
@@ -247,9 +338,14 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
 
     async def readyz(request: Request) -> Response:
         engines = gw.engines
-        body = {"status": "ready" if engines.ready else "not ready", **engines.describe(),
-                "active_calls": len(gw.services.calls)}
-        return JSONResponse(body, status_code=200 if engines.ready else 503)
+        ready = engines.ready and not gw.draining
+        status = "draining" if gw.draining else "ready" if engines.ready else "not ready"
+        # Redis or the store down is degraded, not unready: calls go on without them (README,
+        # Resilience), and taking every instance out of the load balancer would be an outage.
+        body = {"status": status, **engines.describe(), "active_calls": len(gw.services.calls),
+                "shared_state": gw.shared.describe(),
+                "store": {"backlog": gw.store.backlog, "lost_writes": gw.store.lost_writes}}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics_route(request: Request) -> Response:
         body, content_type = metrics.exposition()
@@ -377,6 +473,12 @@ def fixed_prompt_sentences(settings: DialogSettings) -> list[str]:
 
 
 MAX_FORM_BYTES = 64 * 1024  # a Twilio webhook form is ~1-2 KiB
+# The drain checks whether its calls have ended this often (a call's end is a few lines of cleanup).
+DRAIN_POLL_SECONDS = 0.2
+# After the hand-overs, their streams close and their calls end within this (close frame 2 s at most).
+HANDOVER_CLOSE_SECONDS = 5.0
+# The store's refused transcript writes are retried this often (dialog.store.RETRY_SECONDS).
+STORE_RETRY_SECONDS = 2.0
 
 
 async def form_params(request: Request) -> dict[str, str]:

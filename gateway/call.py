@@ -54,6 +54,12 @@ CLOSE_BAD_PROTOCOL = 4003
 CLOSE_BUSY = 4029  # over MAX_CONCURRENT_CALLS
 CLOSE_NOT_READY = 1013  # "try again later": engines still loading
 CLOSE_FLOOD = 4008
+# 1012 "service restart" (IANA): this instance is going away. A media stream refused while draining,
+# or handed over at the drain deadline; Twilio then runs the <Redirect> after <Connect>, which brings
+# the caller to another instance.
+CLOSE_RESTARTING = 1012
+# A hand-over's context must be in Redis before the stream closes (the next instance reads it at once).
+HANDOVER_SAVE_TIMEOUT_SECONDS = 2.0
 CLOSE_TIMEOUT_SECONDS = 2.0
 STREAM_CLOSE_TIMEOUT_SECONDS = 2.0  # a provider slow to close must not hold the call's resources
 REST_HANGUP_GRACE_SECONDS = 3.0  # Twilio stops the stream within a second or two of a REST hang-up
@@ -141,6 +147,9 @@ class MediaCall:
         self._close_with = (CLOSE_NORMAL, "call ended")  # the code `run` closes with when the call ends
         self._direct_done: asyncio.Future | None = None  # the direct handler's last message (`_receive_directly`)
         self._inbound = InboundAudioBudget()
+        self._at_rest: asyncio.Future | None = None  # a hand-over waiting for a quiet moment (`hand_over`)
+        self._handover = ""  # "planned" once handed over at a quiet moment: every later context save says so
+        self._context_saving: asyncio.Task | None = None  # the latest context save, which a hand-over follows
         self._protocol_errors = 0
         self._frames_in = self._frames_out = 0  # counted here, added to the metrics in batches
         self.turns: list[dict] = []
@@ -324,15 +333,61 @@ class MediaCall:
         """After every turn: what a new stream needs to carry on this conversation."""
         if self.services.shared is None or self.info is None or self._responder is None:
             return
-        context = {"history": list(self.session.history), "dialog": self._responder.snapshot(),
-                   "caller": self.caller}
-        self._spawn_detached(self.services.shared.save_context(self.info.call_sid, context))
+        self._context_saving = self._spawn_detached(
+            self.services.shared.save_context(self.info.call_sid, self._context()))
 
-    def _spawn_detached(self, coro) -> None:
+    def _context(self) -> dict:
+        dialog = self._responder.snapshot()
+        if self._handover:
+            dialog = {**dialog, "handover": self._handover}  # the next instance resumes without an apology
+        return {"history": list(self.session.history), "dialog": dialog, "caller": self.caller}
+
+    def _spawn_detached(self, coro) -> asyncio.Task:
         """Shared-state writes outlive the call's tasks (the last one happens as the call ends)."""
         task = self.loop.create_task(coro)
         _DETACHED.add(task)
         task.add_done_callback(_DETACHED.discard)
+        return task
+
+    # ------------------------------------------------------------------ hand-over (a drain)
+
+    async def hand_over(self, wait: float) -> str:
+        """Hand this call to another instance: at its next quiet moment (`CallSession.at_rest`: the
+        reply played, the caller silent, nothing owed), or after `wait` seconds regardless, save its
+        context and close the stream (1012). Twilio's <Redirect> brings the caller to another
+        instance, which resumes the conversation; after a quiet hand-over it only asks the pending
+        question again, with no apology (nothing was cut off), after a forced one it apologises as
+        for any cut-off call. Returns "quiet" or "forced", or "" if the call ended meanwhile."""
+        if self.info is None or self._closing:
+            return ""
+        moment = "quiet"
+        if not self.session.at_rest:
+            self._at_rest = self.loop.create_future()
+            try:
+                async with asyncio.timeout(wait):
+                    await self._at_rest
+            except TimeoutError:
+                moment = "forced"
+            finally:
+                self._at_rest = None
+        if self.info is None or self._closing:
+            return ""
+        self.end_reason = "handover"
+        if moment == "quiet":
+            self._handover = "planned"
+        shared = self.services.shared
+        if shared is not None and self._responder is not None:
+            try:
+                async with asyncio.timeout(HANDOVER_SAVE_TIMEOUT_SECONDS):
+                    if self._context_saving is not None:
+                        await asyncio.wait({self._context_saving})  # the last turn's save must not land after this one
+                    await shared.save_context(self.info.call_sid, self._context())
+            except TimeoutError:
+                log_event(log, "hand-over context not saved in time", logging.WARNING)
+        metrics.HANDOVERS.labels(moment).inc()
+        log_event(log, "call handed over", moment=moment, turns=len(self.turns))
+        await self._close(CLOSE_RESTARTING, "handed over to another instance")
+        return moment
 
     async def _start_stt(self) -> None:
         try:
@@ -364,6 +419,8 @@ class MediaCall:
                 self._write_out()
             if self._first_steps:
                 self._run_first_steps()
+            if self._at_rest is not None and not self._at_rest.done() and self.session.at_rest:
+                self._at_rest.set_result(None)  # a hand-over was waiting for this moment
 
     def _core_step(self, step: Callable[..., list[Action]], *args: object) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -59,22 +60,29 @@ def serve(argv: list[str]) -> int:
     from gateway.direct_receive import DirectReceiveProtocol  # media frames handled as they arrive
     from gateway.http_protocol import HttpProtocol  # frees each upgraded connection's HTTP side
     from gateway.logs import setup_logging
+    # SIGTERM drains (calls finish or are handed over) instead of cutting every call (gateway/serving.py).
+    from gateway.serving import SHUTDOWN_GRACE_SECONDS, DrainingMultiprocess, DrainingServer
 
     setup_logging(settings.log_level, settings.secrets())
+    common = dict(host=settings.host, port=settings.port, log_config=None, http=HttpProtocol,
+                  ws=DirectReceiveProtocol, ws_max_size=settings.max_message_bytes, lifespan="on",
+                  timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+                  # X-Forwarded-* are trusted by TRUSTED_PROXY_HOPS alone (gateway/public_urls.py,
+                  # gateway/security.py), not also by uvicorn's default trust of 127.0.0.1.
+                  proxy_headers=False)
     if settings.workers > 1:
         _prepare_multiprocess_metrics()
-        uvicorn.run("gateway.asgi:app", host=settings.host, port=settings.port, workers=settings.workers,
-                    log_config=None, http=HttpProtocol, ws=DirectReceiveProtocol, ws_max_size=settings.max_message_bytes,
-                    lifespan="on", proxy_headers=False)  # see below
+        config = uvicorn.Config("gateway.asgi:app", workers=settings.workers, **common)
+        with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl+C is not a traceback
+            DrainingMultiprocess(config, sockets=[config.bind_socket()]).run()
         return 0
     from gateway.app import create_app
 
-    # X-Forwarded-* are trusted by TRUSTED_PROXY_HOPS alone (gateway/public_urls.py,
-    # gateway/security.py), not also by uvicorn's default trust of 127.0.0.1.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                http=HttpProtocol, ws=DirectReceiveProtocol, ws_max_size=settings.max_message_bytes, lifespan="on",
-                proxy_headers=False)
-    return 0
+    config = uvicorn.Config(create_app(settings), **common)
+    server = DrainingServer(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 3  # uvicorn's STARTUP_FAILURE
 
 
 def _prepare_multiprocess_metrics() -> None:

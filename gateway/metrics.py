@@ -96,3 +96,16 @@ def exposition() -> tuple[bytes, str]:
 # --- dashboard (gateway/dashboard.py) ---
 DASHBOARD_SUBSCRIBERS = Gauge("voicegate_dashboard_subscribers", "Dashboards connected to the live feed", **_GAUGE_MODE)
 DASHBOARD_DROPPED = Counter("voicegate_dashboard_dropped_total", "Dashboards dropped for not reading their feed")
+
+# Shared state and deploys (issue 23).
+REDIS_UP = Gauge("voicegate_redis_up", "1 while Redis answers; 0 while shared state runs on in-process state "
+                 "(degraded)", **({"multiprocess_mode": "min"} if _MULTIPROCESS else {}))
+REDIS_ERRORS = Counter("voicegate_redis_errors_total",
+                       "Redis operations that failed, or were skipped because Redis was down", ["op"])
+REDIS_OUTAGES = Counter("voicegate_redis_outages_total", "Times Redis became unavailable (degraded mode began)")
+DRAINING = Gauge("voicegate_draining", "1 while this process drains for a deploy (no new calls)",
+                 **({"multiprocess_mode": "max"} if _MULTIPROCESS else {}))
+HANDOVERS = Counter("voicegate_handovers_total",
+                    "Calls handed over to another instance at a drain deadline, by moment (quiet or forced)", ["moment"])
+STORE_BACKLOG = Gauge("voicegate_store_backlog", "Transcript writes held in memory while the store refuses them",
+                      **_GAUGE_MODE)

@@ -250,6 +250,14 @@ class CallSession:
         return None if self._reply is None else self._reply.turn_id
 
     @property
+    def at_rest(self) -> bool:
+        """Nobody is talking and nothing is owed: no reply under way or playing, the caller not
+        speaking, no utterance waiting for its transcript or its answer. A call handed over now (a
+        drain) cuts nobody off."""
+        return (self.phase is Phase.ACTIVE and self._reply is None and not self._vad.speaking and self._utt is None
+                and self._awaiting_transcripts == 0 and not self._pending_text and self._hold_until is None)
+
+    @property
     def frames_sent(self) -> int:
         return self._pacer.frames_sent
 

@@ -15,6 +15,11 @@ from urllib.parse import urlencode
 from twilio.twiml.voice_response import VoiceResponse
 
 MAX_RESUME_ATTEMPTS = 2  # a stream that dies twice in one call is not coming back: say goodbye
+# A draining instance sends webhooks back to the same URL for the load balancer to route elsewhere.
+# After this many round trips (a second's pause each) the load balancer is not moving traffic, and
+# the caller is told to call again rather than kept in silence.
+MAX_DRAIN_HOPS = 10
+DRAIN_HOP_PAUSE_SECONDS = 1  # time for a load balancer that polls /readyz to take this instance out
 
 
 def connect_stream(stream_url: str, voice_url: str, call_sid: str, caller: str, attempt: int = 0,
@@ -28,6 +33,14 @@ def connect_stream(stream_url: str, voice_url: str, call_sid: str, caller: str, 
     for name, value in (extra or {}).items():
         stream.parameter(name=name, value=value)
     response.redirect(f"{voice_url}?{urlencode({'attempt': attempt + 1})}", method="POST")
+    return str(response)
+
+
+def try_elsewhere(voice_url: str, query: dict[str, str]) -> str:
+    """This instance is draining: a short pause, then the same webhook again (another instance)."""
+    response = VoiceResponse()
+    response.pause(length=DRAIN_HOP_PAUSE_SECONDS)
+    response.redirect(f"{voice_url}?{urlencode(query)}", method="POST")
     return str(response)
 
 

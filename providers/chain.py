@@ -15,6 +15,14 @@
   from a failed engine is never mixed with the fallback's transcript of the same words.
 
 An open breaker sends a call straight to the next engine without waiting for the provider's timeout.
+
+A streaming engine that keeps one connection for the call (Deepgram, the ElevenLabs socket) may tell
+its chain how that connection holds up, through an `on_health` attribute the chain sets on its
+stream: `on_health("dropped")` when the connection was lost without being asked to close (the
+breaker counts it, `CircuitBreaker.record_drop`), `on_health("stable")` once it has proved itself (it
+delivered a result, or lived long enough). An STT connection that opens is not yet a success: a
+flapping provider opens every connection and drops it seconds later, so its breaker's half-open
+trial is judged by "stable" or "dropped", not by the handshake.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from providers.base import (
     CallInfo, LanguageModel, LlmChunk, ProviderAuthError, ProviderError, ProviderTimeout, SpeechToText,
     SttCallback, SttResult, SttStream, TextToSpeech, TtsStream,
 )
-from providers.breaker import BreakerBoard, CircuitBreaker
+from providers.breaker import BreakerBoard, BreakerState, CircuitBreaker
 from providers.retry import backoff_delay, report
 
 log = logging.getLogger("voicegate.chain")
@@ -116,7 +124,20 @@ class FallbackTtsStream:
         stream = self._streams.get(index)
         if stream is None:
             stream = self._streams[index] = self._chain.engines[index].open_stream(self._call)
+            if hasattr(stream, "on_health"):
+                stream.on_health = self._health_of(self._chain.engines[index].name)
         return stream
+
+    def _health_of(self, name: str):
+        breaker = self._chain.board.get(name)
+
+        def on_health(event: str) -> None:
+            if event == "dropped":
+                breaker.record_drop()
+                report(name, "tts", "error")
+            # "stable" says nothing more than the sentences that succeed on the socket already do
+
+        return on_health
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         remaining = text
@@ -186,6 +207,7 @@ class FallbackSttStream:
         self._turn_delivered = False  # an end-of-turn went out since the last end_of_speech
         self._closed = False
         self._switching: asyncio.Task | None = None
+        self._holds_trial = False  # this call's connection is its engine's half-open trial, not yet judged
 
     @property
     def streaming(self) -> bool:
@@ -202,11 +224,15 @@ class FallbackSttStream:
         for index in range(first, len(self._chain.engines)):
             engine = self._chain.engines[index]
             breaker = self._chain.board.get(engine.name)
+            trial = breaker.state is BreakerState.HALF_OPEN
             if not breaker.allow():
                 report(engine.name, "stt", "fallback")
                 continue
             report(engine.name, "stt", "request")
             stream = engine.open_stream(self._call, lambda r, i=index: self._on_engine_result(i, r))
+            judged_later = hasattr(stream, "on_health")  # by how its connection holds up (module doc)
+            if judged_later:
+                stream.on_health = lambda event, i=index: self._on_engine_health(i, event)
             try:
                 await stream.start()
             except ProviderError as exc:
@@ -217,8 +243,10 @@ class FallbackSttStream:
                             extra={"fields": {"provider": engine.name, "error": str(exc)[:200]}})
                 await _quiet_close(stream)
                 continue
-            breaker.record_success()
+            if not judged_later:
+                breaker.record_success()
             self._index, self._stream = index, stream
+            self._holds_trial = trial and judged_later
             return
         raise ProviderError("stt", "no speech-to-text engine could start", retryable=False)
 
@@ -233,11 +261,27 @@ class FallbackSttStream:
         if self._stream is not None:
             self._stream.end_of_speech(utterance)
 
+    def _on_engine_health(self, index: int, event: str) -> None:
+        if self._closed:
+            return
+        name = self._chain.engines[index].name
+        breaker = self._chain.board.get(name)
+        if event == "stable":
+            if breaker.state is BreakerState.CLOSED or self._holds_trial:  # else a call that predates the trial
+                breaker.record_success()
+        elif event == "dropped":
+            breaker.record_drop()
+        else:
+            return
+        if index == self._index:
+            self._holds_trial = False
+
     def _on_engine_result(self, index: int, result: SttResult) -> None:
         if index != self._index or self._closed:
             return  # a late result from an engine this call has left
         if result.error:
             self._chain.board.get(self._chain.engines[index].name).record_failure()
+            self._holds_trial = False
             report(self._chain.engines[index].name, "stt", "error")
             if self._switching is None or self._switching.done():
                 self._switching = asyncio.get_running_loop().create_task(self._switch(index, result.error))
@@ -275,6 +319,9 @@ class FallbackSttStream:
             self._switching.cancel()
         await _quiet_close(self._stream)  # its last results (CloseStream flushes them) still arrive
         self._closed = True
+        if self._stream is not None and self._holds_trial:
+            # A half-open trial the call ended before judging gives its slot back (no verdict).
+            self._chain.board.get(self.engine).record_cancelled()
         # The engine's stream calls back into this one (a closure over self): let go of it, so a
         # finished call's streams are freed as soon as the call lets go, not by a full collection.
         self._stream = None

@@ -20,6 +20,22 @@ How the stream stays alive and loses nothing:
 
 Deepgram's audio clock restarts at zero on every socket; `conn_base` maps a result's audio time
 back to a byte offset of the call's stream, which is how a final result trims the replay buffer.
+
+No second answer from a replay. The buffer is trimmed in whole chunks, so a replay can start a little
+before the end of the last final, and a replay after a drop during the reply re-sends the tail of
+words already answered: a real engine transcribes that tail again ("appointment"), and it would be
+answered as a new turn and cut off the reply the caller is hearing. The stream remembers how far the
+finals it delivered reach in the call's own stream (`_covered_upto`); on a new socket, the words of
+a result (final or interim) that lie before that point are dropped, and a result left with no words
+is not delivered at all (an interim of it would also have been taken for a barge-in).
+
+A socket that keeps dropping is bounded twice. Per call: more than `reconnects_per_window`
+reconnects within `reconnect_window` seconds and the stream gives up, so the call moves to the next
+engine (whisper) for the rest of the call. Across calls: the chain's breaker hears every drop
+(`on_health("dropped")`) and every connection that proved itself (`on_health("stable")`: a final
+result, or `stable_seconds` alive), so new calls skip a flapping provider (`providers.chain`).
+WebSocket pings (`WS_PING_INTERVAL_SECONDS`) find a socket whose peer stopped answering while the
+caller is silent, when no Finalize is waiting to reveal it.
 """
 
 from __future__ import annotations
@@ -76,7 +92,9 @@ async def _connect(uri: str, *, extra_headers: Mapping[str, str] | None = None):
     (401 -> "invalid credentials") still runs."""
     try:
         conn = await websockets.asyncio.client.connect(uri, additional_headers=extra_headers, compression=None,
-                                                       create_connection=DispatchingConnection)
+                                                       create_connection=DispatchingConnection,
+                                                       ping_interval=WS_PING_INTERVAL_SECONDS,
+                                                       ping_timeout=WS_PING_TIMEOUT_SECONDS)
     except websockets.exceptions.InvalidStatus as exc:
         raise _SdkInvalidStatus(exc.response.status_code, exc.response.headers) from None
     async with conn:
@@ -148,6 +166,16 @@ STALL_MIN_AUDIO_BYTES = BYTES_PER_SECOND // 2
 MAX_CONNECT_ATTEMPTS = 4
 # Reconnects over a whole call: a socket that keeps dying is worse than falling back.
 MAX_RECONNECTS_PER_CALL = 20
+# ...and within a window (the defaults of Settings.provider_reconnects_per_window and _window_seconds):
+# past 3 in 30 s the provider is flapping, and whisper for the rest of the call beats more replays.
+RECONNECTS_PER_WINDOW = 3
+RECONNECT_WINDOW_SECONDS = 30.0
+# WebSocket pings: a peer that stopped answering (a half-open connection: no FIN, no RST) is found
+# within interval + timeout even while nothing else is sent or awaited. A pong comes back in one round
+# trip (<0.3 s to any region); 5 s without one is a dead path, not a slow one. websockets' defaults
+# (20 + 20 s) would leave a caller's next utterance to find it, 3 s after its Finalize.
+WS_PING_INTERVAL_SECONDS = 5.0
+WS_PING_TIMEOUT_SECONDS = 5.0
 # A socket that delivered a final result or lived this long was healthy: its drop starts a fresh count.
 STABLE_CONNECTION_SECONDS = 10.0
 # Audio kept for replay: an utterance longer than this without any final result is cut at its
@@ -253,6 +281,8 @@ class DeepgramOptions:
     result_timeout: float = RESULT_TIMEOUT_SECONDS
     max_connect_attempts: int = MAX_CONNECT_ATTEMPTS
     max_reconnects: int = MAX_RECONNECTS_PER_CALL
+    reconnects_per_window: int = RECONNECTS_PER_WINDOW
+    reconnect_window: float = RECONNECT_WINDOW_SECONDS
     stable_seconds: float = STABLE_CONNECTION_SECONDS
     replay_seconds: float = REPLAY_SECONDS
     # Extra query parameters (e.g. the emulator's `emulator_script`), merged into the listen URL.
@@ -268,7 +298,9 @@ class DeepgramStt:
         key = settings.deepgram_api_key.strip()
         if not key:
             raise ProviderAuthError(PROVIDER, "DEEPGRAM_API_KEY is not set", status=None)
-        self.options = options or DeepgramOptions()
+        self.options = options or DeepgramOptions(
+            reconnects_per_window=settings.provider_reconnects_per_window,
+            reconnect_window=settings.provider_reconnect_window_seconds)
         self.model = settings.deepgram_model or "nova-3"
         self.client = AsyncDeepgramClient(api_key=key, environment=deepgram_environment(settings.deepgram_base_url))
         _fix_headers(self.client)
@@ -319,13 +351,20 @@ class DeepgramStream:
         self._finalize_sent_at: float | None = None  # awaiting a from_finalize result since then
         self._last_message_at = 0.0  # loop time of the last message from the server
         self._audio_since_message = 0  # bytes sent since then: a server that ignores audio is stalled
-        self._healthy = False  # the current socket delivered a final result
+        self._healthy = False  # the current socket delivered a final result, or lived stable_seconds
+        self._opened_at: float | None = None  # loop time the current socket opened (None: none open)
+        self._covered_upto = 0  # call-stream offset up to which delivered finals reach
+        self._replay_covered = 0  # _covered_upto when the current socket opened: replayed words before it are old
+        self._reconnect_times: deque[float] = deque()  # within reconnect_window
         self._closing = False
         self._closed = False
         self._gave_up = False
         self.reconnects = 0
         self.keepalives_sent = 0
+        self.replayed_words_dropped = 0  # words of replayed audio that finals had already delivered
         self.error = ""
+        # Set by the fallback chain: "dropped" / "stable" for its breaker (providers.chain).
+        self.on_health: Callable[[str], None] | None = None
 
     # ------------------------------------------------------------------ the SttStream protocol
 
@@ -416,6 +455,9 @@ class DeepgramStream:
                 if self._closing:
                     return
                 counters.count("error")
+                if self._opened_at is not None:  # a connection that had opened was lost
+                    self._opened_at = None
+                    self._health("dropped")
                 if self._healthy or loop.time() - opened_at >= self._opts.stable_seconds:
                     failures = 0
                 failures += 1
@@ -423,6 +465,15 @@ class DeepgramStream:
                     self._give_up(f"gave up after {failures} failed attempts: {reason}",
                                   ProviderError(PROVIDER, reason))
                     return
+                now, recent, window = loop.time(), self._reconnect_times, self._opts.reconnect_window
+                while recent and now - recent[0] > window:
+                    recent.popleft()
+                if len(recent) >= self._opts.reconnects_per_window:
+                    # Flapping: the next engine for the rest of the call beats another replay.
+                    self._give_up(f"flapping: {len(recent)} reconnects within {window:g} s, then lost again "
+                                  f"({reason})", ProviderError(PROVIDER, "connection flapping", retryable=False))
+                    return
+                recent.append(now)
                 delay = backoff_delay(failures)
                 log.warning("Deepgram socket lost (%s); reconnecting in %.2f s (call %s)", reason, delay,
                             self._call.call_sid)
@@ -460,8 +511,10 @@ class DeepgramStream:
             except Exception as exc:  # websockets' InvalidHandshake / InvalidURI and the like
                 raise _Dropped(f"connect failed: {type(exc).__name__}") from None
             self._conn = conn
+            self._opened_at = asyncio.get_running_loop().time()
             self._buffer.rewind()
             self._conn_base = self._buffer.start
+            self._replay_covered = self._covered_upto
             self._last_activity = self._last_message_at = asyncio.get_running_loop().time()
             self._audio_since_message = 0
             if self._finalize_sent_at is not None:
@@ -581,6 +634,9 @@ class DeepgramStream:
                 await conn.send_keep_alive()
                 self._last_activity = now
                 self.keepalives_sent += 1
+            if not self._healthy and self._opened_at is not None and now - self._opened_at >= self._opts.stable_seconds:
+                self._healthy = True  # alive this long: the connection holds, even with nothing said
+                self._health("stable")
             due = self._last_activity + interval
             sent = self._finalize_sent_at
             if sent is not None and now - sent >= self._opts.result_timeout:
@@ -623,18 +679,57 @@ class DeepgramStream:
         from_finalize = bool(_get(message, "from_finalize"))
         end_of_turn = is_final and (bool(_get(message, "speech_final")) or from_finalize)
         alternatives = _get(_get(message, "channel"), "alternatives")
-        text = (str(_get(alternatives[0], "transcript") or "").strip()
-                if isinstance(alternatives, (list, tuple)) and alternatives else "")
+        first = alternatives[0] if isinstance(alternatives, (list, tuple)) and alternatives else None
+        text = str(_get(first, "transcript") or "").strip()
+        start, duration = _get(message, "start"), _get(message, "duration")
+        span_end = (self._conn_base + int((start + duration) * BYTES_PER_SECOND)
+                    if isinstance(start, (int, float)) and isinstance(duration, (int, float)) else None)
+        if text and self._replay_covered > self._conn_base:
+            text = self._unanswered_words(first, text, span_end)  # this socket replays answered audio
         if is_final:
-            self._healthy = True
-            start, duration = _get(message, "start"), _get(message, "duration")
-            if isinstance(start, (int, float)) and isinstance(duration, (int, float)):
-                self._buffer.finalize_upto(self._conn_base + int((start + duration) * BYTES_PER_SECOND))
+            if not self._healthy:
+                self._healthy = True
+                self._health("stable")
+            if span_end is not None:
+                self._buffer.finalize_upto(span_end)
+                self._covered_upto = max(self._covered_upto, span_end)
         if from_finalize:
             self._finalize_sent_at = None
         if not text and not end_of_turn:
             return  # silence: an empty interim or an empty mid-turn final says nothing
         self._emit(SttResult(text, is_final, end_of_turn))
+
+    def _unanswered_words(self, alternative: Any, text: str, span_end: int | None) -> str:
+        """The words of a result on a replaying socket that lie past what delivered finals covered
+        (module doc): "" if none; `text` unchanged if every word is new."""
+        limit = self._replay_covered
+        words = _get(alternative, "words")
+        if not isinstance(words, (list, tuple)) or not words:
+            # No word timings: the result as a whole is old if it ends within the covered audio.
+            return "" if span_end is not None and span_end <= limit else text
+        base = self._conn_base
+        kept = []
+        # A word whose middle lies before the limit was answered. The middle, not its end: an engine
+        # times the same audio a few tens of ms differently on a second hearing.
+        for word in words:
+            start, end = _get(word, "start"), _get(word, "end")
+            if (isinstance(start, (int, float)) and isinstance(end, (int, float))
+                    and base + (start + end) / 2 * BYTES_PER_SECOND < limit):
+                continue
+            kept.append(word)
+        if len(kept) == len(words):
+            return text
+        self.replayed_words_dropped += len(words) - len(kept)
+        log.info("dropped %d replayed word(s) already answered (call %s)", len(words) - len(kept),
+                 self._call.call_sid)
+        return " ".join(str(_get(w, "punctuated_word") or _get(w, "word") or "") for w in kept).strip()
+
+    def _health(self, event: str) -> None:
+        if self.on_health is not None:
+            try:
+                self.on_health(event)
+            except Exception:  # the chain's bookkeeping must not take the socket down
+                log.exception("STT health callback failed (call %s)", self._call.call_sid)
 
     def _emit(self, result: SttResult) -> None:
         try:

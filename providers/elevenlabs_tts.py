@@ -19,6 +19,13 @@ sentence, re-chunked by the SDK into 20 ms frames.
 
 Both bound every phase: connect, the first audio byte, the gap between chunks (`ProviderTimeout`).
 A failure after audio was yielded carries `heard_anything=True`: the caller heard part of it.
+
+A multi-context socket that drops between sentences is reopened for the next one, unseen by the
+caller; one that keeps dropping is a provider flapping. Each drop is reported to the chain's breaker
+(`on_health("dropped")`, so new calls skip the provider), and past `reconnects_per_window` reopenings
+within `reconnect_window` seconds the stream refuses to reopen: the sentence fails over to the next
+engine, where the call then stays (`providers.chain.FallbackTts`). WebSocket pings find a socket whose
+peer stopped answering (no FIN, no RST) between sentences, before a sentence waits on it.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ import contextlib
 import itertools
 import logging
 import typing
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -71,6 +79,13 @@ FIRST_BYTE_TIMEOUT_SECONDS = 3.0
 BETWEEN_CHUNKS_TIMEOUT_SECONDS = 3.0
 # close(): the close handshake of a socket, at most.
 CLOSE_TIMEOUT_SECONDS = 1.0
+# WebSocket pings (as for Deepgram): a pong takes one round trip; none in 5 s is a dead path, found
+# between sentences instead of by the next sentence's first-byte timeout. websockets' default is 20 + 20 s.
+WS_PING_INTERVAL_SECONDS = 5.0
+WS_PING_TIMEOUT_SECONDS = 5.0
+# A socket the server closed after this long without our text was closed for inactivity (it does so at
+# INACTIVITY_TIMEOUT_SECONDS), not dropped; a few seconds short of it, for the clocks' slack.
+IDLE_CLOSE_SLACK_SECONDS = 5.0
 # The server closes a socket that receives no text this long; a call's turns can be further apart
 # than the 20 s default, and 180 s is the maximum it allows. An idle-closed socket is reopened.
 INACTIVITY_TIMEOUT_SECONDS = 180
@@ -128,6 +143,9 @@ class ElevenLabsWsTts:
         self.timeouts = timeouts or TtsTimeouts()
         self.voice = voice or Voice()
         self.prewarm = prewarm
+        # Reopenings after drops, per call, within the window: past it the call moves to the next engine.
+        self.reconnects_per_window = settings.provider_reconnects_per_window
+        self.reconnect_window = settings.provider_reconnect_window_seconds
         self._init_fields: dict[bool, dict[str, Any]] = {}  # init_message's fields, by multi-context or not
         self.counters = ProviderCounters(PROVIDER, "tts", forward=frozenset())  # the chain reports each attempt
         endpoint = "multi-stream-input" if multi_context else "stream-input"
@@ -146,7 +164,8 @@ class ElevenLabsWsTts:
         """One socket, with the key in the header (never in a message, so never in a server log)."""
         try:
             return await connect(self.url, additional_headers={"xi-api-key": self._key}, compression=None,
-                                 open_timeout=self.timeouts.connect, close_timeout=CLOSE_TIMEOUT_SECONDS)
+                                 open_timeout=self.timeouts.connect, close_timeout=CLOSE_TIMEOUT_SECONDS,
+                                 ping_interval=WS_PING_INTERVAL_SECONDS, ping_timeout=WS_PING_TIMEOUT_SECONDS)
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
@@ -256,7 +275,14 @@ class ElevenLabsMultiStream:
         self._ids = itertools.count(1)
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._retired: set[ClientConnection] = set()  # sockets we closed ourselves: their end is no drop
+        self._last_sent = 0.0  # loop time text last went out (a socket idle long enough may be closed)
+        self._dropped = False  # the last socket was lost unasked: the next one is a reconnect
+        self._reconnects: deque[float] = deque()  # reopenings after a drop, within reconnect_window
         self.connections = 0
+        self.drops = 0
+        # Set by the fallback chain: "dropped" for its breaker (providers.chain).
+        self.on_health: Callable[[str], None] | None = None
 
     def prewarm(self) -> None:
         """Start the handshake now, so the greeting's first sentence does not wait for it."""
@@ -286,6 +312,7 @@ class ElevenLabsMultiStream:
                 ws = await self._socket()
                 self._contexts[ctx_id] = ctx
                 try:
+                    self._last_sent = asyncio.get_running_loop().time()
                     await ws.send(owner.init_message(ctx_id))
                     await ws.send(_json(SendTextMulti(text=text + " ", context_id=ctx_id, flush=True)))
                     await ws.send(_json(CloseContext(context_id=ctx_id, close_context=True)))
@@ -363,6 +390,17 @@ class ElevenLabsMultiStream:
         ws = self._ws
         if ws is not None and ws.state is State.OPEN:
             return ws
+        if self._dropped and (self._connecting is None or self._connecting.done()):
+            # Reopening after a drop: bounded per call (module doc).
+            owner, now = self._owner, asyncio.get_running_loop().time()
+            recent = self._reconnects
+            while recent and now - recent[0] > owner.reconnect_window:
+                recent.popleft()
+            if len(recent) >= owner.reconnects_per_window:
+                raise ProviderError(PROVIDER, f"connection flapping: {len(recent)} reconnects within "
+                                              f"{owner.reconnect_window:g} s", retryable=False)
+            recent.append(now)
+            self._dropped = False
         # A connect in flight is shared; a finished one (failed, or its socket since lost) is redone.
         # Shielded: a sentence cancelled during the handshake must not abort the call's socket.
         return await asyncio.shield(self._start_connect())
@@ -380,6 +418,7 @@ class ElevenLabsMultiStream:
     def _forget(self, ws: ClientConnection, close: bool = False) -> None:
         if self._ws is ws:
             self._ws = None
+        self._retired.add(ws)
         if close:
             self._spawn(_close_quietly(ws))
 
@@ -418,11 +457,25 @@ class ElevenLabsMultiStream:
         finally:
             if self._ws is ws:
                 self._ws = None
+            idle = asyncio.get_running_loop().time() - self._last_sent >= INACTIVITY_TIMEOUT_SECONDS - IDLE_CLOSE_SLACK_SECONDS
+            if not self._closed and ws not in self._retired and not idle:
+                self._on_drop(reason)
+            self._retired.discard(ws)
             # Every sentence waiting on this socket fails; discarded ones are simply forgotten.
             for ctx_id, ctx in list(self._contexts.items()):
                 if not ctx.discard:
                     ctx.queue.put_nowait(_Failure(reason))
                 self._contexts.pop(ctx_id, None)
+
+    def _on_drop(self, reason: str) -> None:
+        self.drops += 1
+        self._dropped = True
+        log.warning("ElevenLabs socket dropped (%s) (call %s)", reason, self._call.call_sid)
+        if self.on_health is not None:
+            try:
+                self.on_health("dropped")
+            except Exception:  # the chain's bookkeeping must not break the reader
+                log.exception("TTS health callback failed (call %s)", self._call.call_sid)
 
     def _spawn(self, coro: typing.Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -14,6 +14,14 @@ expiry): a pool sized for a burst shrinks back when the burst is over.
 
 A spare that cannot be opened (the host is down, the pool is at its limit) is only logged: the
 request path opens its own connection and reports its own errors as before.
+
+Dead idle connections. A NAT or load balancer on the path may forget a connection without telling
+either end (no FIN, no RST): the pooled socket looks open and a request written on it waits for its
+first-token timeout. When a request fails like that (`connection_failed`, called by the client on a
+timeout or a connection error), the pool's other idle connections are assumed to share its fate and
+are closed, so the next request opens a fresh one instead of meeting the same silence; and no spares
+are opened for `SPARE_PAUSE_SECONDS`, so a failing path is not met with a reconnect per request
+(the breaker decides when requests go there again).
 """
 
 from __future__ import annotations
@@ -38,6 +46,25 @@ SPARE_CONNECTIONS = 2
 KEEPALIVE_SECONDS = 30.0
 # The most connections to one host, like the SDK's own limit.
 MAX_CONNECTIONS = 1000
+# After a connection failed, no spares for this long: long enough that a flapping path gets no
+# reconnect storm from us, short against the breaker's 15 s reset (spares are back before it closes).
+SPARE_PAUSE_SECONDS = 5.0
+
+
+class _PoolConnector(aiohttp.TCPConnector):
+    def drop_idle(self) -> int:
+        """Close every idle connection (none in use is touched); how many. aiohttp keeps idle
+        connections in `_conns` (3.x), which its own keep-alive expiry walks the same way."""
+        conns = getattr(self, "_conns", None)
+        if not conns:
+            return 0
+        dropped = 0
+        for idle in list(conns.values()):
+            for proto, _ in idle:
+                proto.close()
+                dropped += 1
+        conns.clear()
+        return dropped
 
 
 class SparePool:
@@ -54,14 +81,16 @@ class SparePool:
         self.limit = limit
         self.session: aiohttp.ClientSession | None = None
         self._topping_up: asyncio.Task | None = None
+        self._paused_until = 0.0  # loop time before which no spares are opened (a connection failed)
         self.handed = 0  # connections handed to the pool idle by top-ups
         self.dry = 0  # requests that found no idle connection and opened one on their own path
+        self.dropped_idle = 0  # idle connections closed after a request on one of them failed
 
     def __call__(self) -> aiohttp.ClientSession:
         if self.session is None or self.session.closed:
             trace = aiohttp.TraceConfig()
             trace.on_connection_create_start.append(self._on_create)
-            connector = aiohttp.TCPConnector(limit=self.limit, keepalive_timeout=self.keepalive, ssl=self.ssl)
+            connector = _PoolConnector(limit=self.limit, keepalive_timeout=self.keepalive, ssl=self.ssl)
             self.session = aiohttp.ClientSession(connector=connector, trace_configs=[trace])
         return self.session
 
@@ -69,9 +98,25 @@ class SparePool:
         self.dry += 1
         self.top_up()
 
+    def connection_failed(self) -> None:
+        """A request failed on its connection (a timeout, a reset): close the idle ones too, and open
+        no spares for a while (module doc)."""
+        loop = asyncio.get_running_loop()
+        self._paused_until = loop.time() + SPARE_PAUSE_SECONDS
+        if self._topping_up is not None and not self._topping_up.done():
+            self._topping_up.cancel()
+        connector = self.session.connector if self.session is not None and not self.session.closed else None
+        if isinstance(connector, _PoolConnector):
+            dropped = connector.drop_idle()
+            self.dropped_idle += dropped
+            if dropped:
+                log.info("closed %d idle LLM connection(s) after a failed request", dropped)
+
     def top_up(self) -> None:
         """Open `spares` idle connections in the background, unless that is under way already."""
         if self.spares <= 0 or not self.base_url or (self._topping_up is not None and not self._topping_up.done()):
+            return
+        if asyncio.get_running_loop().time() < self._paused_until:
             return
         self._topping_up = asyncio.get_running_loop().create_task(self._open_spares())
 

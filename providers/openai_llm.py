@@ -211,15 +211,21 @@ class OpenAiLlm:
             if heard:
                 exc.retryable = False
             self.counters.count("error")
+            if isinstance(exc, ProviderTimeout):
+                self.pool.connection_failed()  # silence on a pooled connection: its idle peers may be dead too
             raise
         except openai.OpenAIError as exc:
             self.counters.count("error")
+            if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
+                self.pool.connection_failed()
             raise map_error(exc, heard) from exc
         except httpx2.TimeoutException:
             self.counters.count("error")
+            self.pool.connection_failed()
             raise _after(ProviderTimeout(PROVIDER, "request timed out (between chunks)"), heard) from None
         except (httpx2.HTTPError, aiohttp.ClientError, OSError, anyio.EndOfStream) as exc:
             self.counters.count("error")
+            self.pool.connection_failed()
             raise _after(ProviderError(PROVIDER, f"stream failed: {type(exc).__name__}"), heard) from None
         finally:
             deadline.close()

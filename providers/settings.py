@@ -22,6 +22,8 @@ class ConfigError(ValueError):
 
 
 LATENCY_MODES = ("disabled", "shadow", "enabled")
+# A drain longer than an hour is not a deploy any platform waits for; a typo (seconds read as ms) is.
+MAX_DRAIN_SECONDS = 3600.0
 
 # Names whose values are secrets: never logged, never echoed in errors or routes.
 SECRET_FIELDS = frozenset(
@@ -90,6 +92,22 @@ class Settings:
     trusted_proxy_hops: int = 0
     breaker_failure_threshold: int = 3  # consecutive failures that open a provider's circuit breaker
     breaker_reset_seconds: float = 15.0  # how long an open breaker sends calls straight to the fallback
+    # A provider socket (Deepgram, ElevenLabs) that drops reconnects; more than this many reconnects
+    # of one call within the window below and the call moves to the next engine of its chain for the
+    # rest of the call. A healthy socket lives for the whole call: three drops in 30 s is a provider
+    # flapping (behind a bad load balancer), and each reconnect costs the caller a replay or a gap.
+    provider_reconnects_per_window: int = 3
+    # The window for the bound above, and for the breaker's count of connection drops (3 drops in it,
+    # across all calls, send new calls straight to the fallback until a trial connection holds).
+    provider_reconnect_window_seconds: float = 30.0
+    # On SIGTERM (a deploy) calls in progress go on this long before each is handed over to another
+    # instance (context in Redis, stream closed, Twilio's <Redirect> resumes it there). Two minutes
+    # covers a typical booking call; the platform's kill timeout (Kubernetes'
+    # terminationGracePeriodSeconds, Railway's drainingSeconds) must be longer. At most 3600.
+    drain_seconds: float = 120.0
+    # At the drain deadline a call is handed over at its next quiet moment (reply played, caller not
+    # speaking), so nobody is cut off mid-sentence; past this long it is handed over regardless.
+    handover_wait_seconds: float = 10.0
     stt_workers: int = 2  # threads for local whisper: one per core
     # The offline STT model (WHISPER_MODEL): "tiny.en" (default) or "base" (extra `whisper-base`);
     # README "Offline speech recognition" has both measured on the STT corpus.
@@ -172,6 +190,12 @@ class Settings:
         for name in ("port", "max_concurrent_calls", "max_call_seconds", "workers", "end_of_speech_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.upper()} must be positive")
+        if not 0 <= self.drain_seconds <= MAX_DRAIN_SECONDS:
+            raise ConfigError(f"DRAIN_SECONDS must be between 0 and {MAX_DRAIN_SECONDS:g}")
+        if self.provider_reconnects_per_window < 0 or self.provider_reconnect_window_seconds <= 0:
+            raise ConfigError("PROVIDER_RECONNECTS_PER_WINDOW must be >= 0 and PROVIDER_RECONNECT_WINDOW_SECONDS > 0")
+        if self.handover_wait_seconds < 0:
+            raise ConfigError("HANDOVER_WAIT_SECONDS must not be negative")
         if not 1 <= self.port <= 65535:
             raise ConfigError("PORT must be between 1 and 65535")
         for name in ("deepgram_base_url", "openai_base_url", "elevenlabs_base_url", "twilio_api_base_url", "redis_url"):

@@ -123,6 +123,8 @@ class Row:
     healthy_unaffected: bool | None  # None: no healthy call in this scenario
     healthy_worst_ms: float | None
     detail: str = ""
+    dropped: int = 0  # calls that did not carry out their whole script
+    lost: int = 0  # caller utterances missing from the stored transcripts
 
 
 def save_row(rows: dict[str, Row], key: str, row: Row) -> None:
@@ -146,12 +148,13 @@ def table(rows: dict[str, Row]) -> str:
             return "n/a"
         return f"{'yes' if row.healthy_unaffected else 'NO'} (worst {ms(row.healthy_worst_ms)})"
 
-    lines = ["| fault | worst time to first reply audio | bound | transcripts complete? | healthy call unaffected? |",
-             "|---|---|---|---|---|"]
+    lines = ["| fault | worst time to first reply audio | bound | calls dropped | utterances lost | "
+             "healthy call unaffected? |", "|---|---|---|---|---|---|"]
     for row in rows.values():
-        lines.append(f"| {row.fault} | {ms(row.worst_ms)} | {row.bound_s:g} s | "
-                     f"{'yes' if row.transcripts_complete else 'NO'} | {healthy(row)} |")
-    return "\n".join(lines)
+        lines.append(f"| {row.fault} | {ms(row.worst_ms)} | {row.bound_s:g} s | {row.dropped} | {row.lost} | "
+                     f"{healthy(row)} |")
+    return "\n".join(lines) + ("\n\nEvery fault row of the README (these and the other fault tests'): "
+                               "`.venv/bin/python -m tests.integration.fault_table`")
 
 
 # ------------------------------------------------------------------ fixtures
@@ -375,11 +378,13 @@ def check(stack: Stack, outcome: Outcome) -> None:
     lost = {"faulty": missing_utterances(outcome.faulty_stored),
             "healthy": missing_utterances(outcome.healthy_stored, HEALTHY_UTTERANCES)}
     healthy = healthy_problems(outcome)
+    dropped = sum(1 for call in (f, outcome.healthy) if call.error is not None or not call.completed)
     save_row(stack.rows, fault.key, Row(
         fault=fault.label, worst_ms=worst_ms(f), bound_s=fault.bound_s,
         transcripts_complete=not lost["faulty"] and not lost["healthy"],
         healthy_unaffected=not healthy, healthy_worst_ms=worst_ms(outcome.healthy),
-        detail=f"faulty {latencies_ms(f)} healthy {latencies_ms(outcome.healthy)} overlap {outcome.overlap_s:.1f} s"))
+        detail=f"faulty {latencies_ms(f)} healthy {latencies_ms(outcome.healthy)} overlap {outcome.overlap_s:.1f} s",
+        dropped=dropped, lost=len(lost["faulty"]) + len(lost["healthy"])))
     assert f.error is None and f.completed, f"faulty call: error={f.error!r} completed={f.completed}"
     values = latencies_ms(f)
     assert None not in values, f"the faulty caller missed a reply: {values} ms (greeting, turns)"
@@ -403,7 +408,8 @@ async def warm_up(stack: Stack) -> None:
     save_row(stack.rows, "none", Row(
         fault="none (baseline)", worst_ms=worst_ms(report), bound_s=HEALTHY_BOUND_S,
         transcripts_complete=not missing_utterances(stored), healthy_unaffected=None, healthy_worst_ms=None,
-        detail=f"{latencies_ms(report)}"))
+        detail=f"{latencies_ms(report)}", dropped=int(report.error is not None or not report.completed),
+        lost=len(missing_utterances(stored))))
     assert report.error is None and report.completed, report.error
     assert worst_ms(report) is not None and worst_ms(report) <= HEALTHY_BOUND_S * 1000, latencies_ms(report)
 
@@ -601,7 +607,8 @@ async def test_open_breaker_skips_the_stalled_llm_without_waiting(stack, breaker
         fault="OpenAI stalling, its breaker open: the next call", worst_ms=worst_ms(report),
         bound_s=OPEN_BREAKER_BOUND_S, transcripts_complete=not lost, healthy_unaffected=None,
         healthy_worst_ms=None,
-        detail=f"openers {[r.greeting_latency_ms for r, _ in openers]} next call {latencies_ms(report)}"))
+        detail=f"openers {[r.greeting_latency_ms for r, _ in openers]} next call {latencies_ms(report)}",
+        dropped=int(report.error is not None or not report.completed), lost=len(lost)))
     assert report.error is None and report.completed, report.error
     values = latencies_ms(report)
     assert None not in values and max(values) <= OPEN_BREAKER_BOUND_S * 1000, values
