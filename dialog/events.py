@@ -49,6 +49,9 @@ class TranscriptReceived:
     # Words were heard but the engine judged them unreliable (a whisper repetition loop): `text` is
     # empty and the caller is asked again, rather than left in silence as after noise.
     unclear: bool = False
+    # The language most of the words were in (BCP-47), when the engine says (Deepgram's multilingual
+    # mode); "" otherwise. The dialog follows a caller who changes language (dialog.languages).
+    language: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +222,7 @@ class StartReply:
     history: tuple[Mapping[str, str], ...]  # OpenAI-style messages, what was said and heard so far
     dtmf: str = ""
     reprompt: str = ""  # "apology" when a provider failed and the caller is asked to repeat
+    language: str = ""  # the language the STT engine last heard the caller speak ("" when it does not say)
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,6 +107,19 @@ _TIME_TARGET = _words("time", "hour", "times")
 _DATE_TARGET = _words("date", "day", "days")
 
 
+# Asking for a booking or for free times, as opposed to asking about the business ("How much does a
+# consultation cost?", "What should I bring to my visit?", "What are your opening hours?").
+_BOOKING_REQUEST = re.compile(
+    r"\b(?:book|booking|schedule|reschedule|reserve|reservation|available|availability|slots?|"
+    r"openings?(?! hours| times)|make an appointment|get an appointment|see (?:the|a) doctor|come in)\b")
+
+
+def mentions_booking(text: str) -> bool:
+    """The caller asks for a booking or for free times ("Can I book...", "Any slots on Tuesday?"): a
+    question like that is the booking dialog's to answer, not the knowledge base's (dialog.responder)."""
+    return bool(_BOOKING_REQUEST.search(normalize(text)))
+
+
 def classify(text: str, now: datetime, question: Question | None = None) -> ParsedTurn:
     """What the caller's turn means. `now` is aware, in the business's timezone; `question` is what
     the agent had just asked, if known."""

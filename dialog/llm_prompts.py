@@ -25,9 +25,35 @@ TOOL_NAME = "record_booking_details"
 
 PERSONA = (
     "You are the phone receptionist of {business}. You book appointments. You speak to a caller on the "
-    "phone, so: plain spoken English, at most two short sentences, no lists, no markup, no URLs, no emoji. "
+    "phone, so: plain spoken {language}, at most two short sentences, no lists, no markup, no URLs, no emoji. "
     "Today is {today}. The booking so far: {slots}."
 )
+# A call held in another language (dialog.languages): the model speaks it, whatever the history holds.
+SPEAK = " The caller speaks {language}: always reply in {language}."
+# The business's own facts for this turn (dialog.knowledge), before the instruction that may use them.
+FACTS = (
+    "Facts about {business} from its own files, the only facts about it you may state:\n{facts}"
+)
+NO_FACTS = "No fact about {business} in its files matches what the caller said."
+# Passages that share words with the question but were not found to cover it (dialog.knowledge).
+PARTIAL_FACTS = (
+    "Facts about {business} from its own files that share words with what the caller said; none was found to "
+    "answer it directly, so unless one plainly does, say you don't know:\n{facts}"
+)
+# A question the booking rules cannot act on: answered from the facts, then back to the booking.
+QUESTION = (
+    "The caller asked a question. Answer it in one short sentence using only the facts given; if they do not "
+    "answer it, say plainly that you don't know (never guess hours, prices, addresses or policies). Then ask: "
+    "\"{question}\" If the caller also gave a day or a time for the booking, call " + "record_booking_details"
+    + " with it instead, resolving relative dates against today ({today}, {weekday}).\n"
+    "Never say that anything is booked, confirmed, free, available, taken, cancelled or changed: only the "
+    "system knows that."
+)
+# Added to TURN when facts were found: the caller may have asked about the business in passing.
+TURN_FACTS = ("If the caller asked about {business}, answer only from the facts given, and say you don't know "
+              "when they do not cover it.")
+# Older turns of a long call, folded (dialog.summary): what the model still needs of them.
+EARLIER = "Earlier in this call (a summary; the booking so far above is current): {summary}"
 PHRASE = (
     "Say the following to the caller in your own natural words. Keep every date, time and number exactly, "
     "keep any question, and add nothing else: \"{decision}\""
@@ -86,9 +112,29 @@ def say_steps(steps: Sequence[Intent]) -> str:
     return "; ".join(dict.fromkeys(STEP_WORDS[i] for i in steps if i in STEP_WORDS)) or "nothing"
 
 
-def persona(business: str, now: datetime, slots: Mapping[str, str | None]) -> str:
+def persona(business: str, now: datetime, slots: Mapping[str, str | None], language: str = "en") -> str:
     known = ", ".join(f"{k} {v}" for k, v in dict(slots).items() if v) or "nothing yet"
-    return PERSONA.format(business=business, today=now.strftime("%A %B %d, %Y"), slots=known)
+    name = language_name(language)
+    text = PERSONA.format(business=business, today=now.strftime("%A %B %d, %Y"), slots=known, language=name)
+    return text + SPEAK.format(language=name) if language != "en" else text
+
+
+def language_name(code: str) -> str:
+    from dialog.languages import NAMES
+
+    return NAMES["en"].get(code, code)
+
+
+def facts_message(business: str, facts: Sequence[str], covered: bool = True) -> dict:
+    if not facts:
+        return {"role": "system", "content": NO_FACTS.format(business=business)}
+    listed = "\n".join(f"- {f}" for f in facts)
+    template = FACTS if covered else PARTIAL_FACTS
+    return {"role": "system", "content": template.format(business=business, facts=listed)}
+
+
+def earlier_message(summary: str) -> list[dict]:
+    return [{"role": "system", "content": EARLIER.format(summary=summary)}] if summary else []
 
 
 def caller_words(user_text: str | None, dtmf: str) -> str:
@@ -103,10 +149,23 @@ def phrase_messages(system: str, history: Sequence[Mapping[str, str]], user: str
 
 
 def turn_messages(system: str, history: Sequence[Mapping[str, str]], user: str, *, question: str,
-                  steps: Sequence[Intent], days: str, hours: str, now: datetime) -> list[dict]:
-    instruction = TURN.format(question=question, steps=say_steps(steps), days=days, hours=hours,
-                              today=now.date().isoformat(), weekday=now.strftime("%A"))
-    return [{"role": "system", "content": system}, *history, {"role": "user", "content": user},
+                  steps: Sequence[Intent], days: str, hours: str, now: datetime,
+                  facts: Sequence[str] | None = None, asked: bool = False, business: str = "",
+                  facts_cover: bool = True) -> list[dict]:
+    """The request of a turn the rules did not understand. `facts`: the knowledge base's passages for
+    it (None: no knowledge base, and the prompt is as it always was), `facts_cover` whether one was
+    found to cover what was said. `asked`: the caller asked a question the booking rules cannot act
+    on (dialog.knowledge): it is answered from the facts."""
+    today, weekday = now.date().isoformat(), now.strftime("%A")
+    if asked:
+        instruction = QUESTION.format(question=question, today=today, weekday=weekday)
+    else:
+        instruction = TURN.format(question=question, steps=say_steps(steps), days=days, hours=hours,
+                                  today=today, weekday=weekday)
+        if facts:
+            instruction += "\n" + TURN_FACTS.format(business=business)
+    extra = [] if facts is None else [facts_message(business, facts, facts_cover)]
+    return [{"role": "system", "content": system}, *history, {"role": "user", "content": user}, *extra,
             {"role": "system", "content": instruction}]
 
 

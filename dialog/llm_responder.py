@@ -45,24 +45,30 @@ import logging
 from dataclasses import dataclass
 from typing import AsyncIterator, Sequence
 
-from dialog import prompts
+from dataclasses import replace
+
+from dialog import languages, prompts
 from dialog.events import StartReply
 from dialog.intents import Intent
+from dialog.knowledge import Lookup
+from dialog.languages import CallLanguage
 from dialog.latency import QUICK_PROMPT_KEYS, LatencySuite, cache_key, normalize_intent, quality_score
 from dialog.llm_prompts import (
-    TOOL_NAME, caller_words, parse_tool_arguments, persona, phrase_messages, tool, trim_history, turn_messages,
+    TOOL_NAME, caller_words, earlier_message, parse_tool_arguments, persona, phrase_messages, tool, turn_messages,
 )
 from dialog.machine import CHECKS, Check, DialogReply, State, next_steps
 from dialog.responder import ReplyEnd, ReplyPiece, RuleResponder
-from dialog.schedule import say_days, say_hours
 from dialog.spoken_guard import OutcomeGuard
-from providers.base import LanguageModel, ProviderError, ToolCall, ToolCallStarted
+from dialog.summary import RECENT_HISTORY_CHARS, CallMemory
+from providers.base import LanguageModel, ProviderError, SpokenLanguage, ToolCall, ToolCallStarted
 
 __all__ = ["LlmResponder", "misunderstood"]
 
 log = logging.getLogger("voicegate.dialog.llm")
 
-HISTORY_BUDGET_CHARS = 3000  # ~750 tokens of past turns: enough context, a fast first token
+# ~500 tokens of past turns verbatim, older ones summarized (dialog.summary): enough context, and a first
+# token as fast on the sixtieth turn as on the first.
+HISTORY_BUDGET_CHARS = RECENT_HISTORY_CHARS
 MAX_REPLY_TOKENS = 150  # two short spoken sentences, or a tool call, with room to spare
 GIVE_UP_KEYS = frozenset(CHECKS[check][1] for check in (Check.GAVE_UP, Check.GAVE_UP_TRANSFER))
 
@@ -77,11 +83,19 @@ class TurnContext:
 
 class LlmResponder:
     def __init__(self, rules: RuleResponder, llms: Sequence[LanguageModel], suite: LatencySuite,
-                 business: str = "the clinic") -> None:
+                 business: str = "the clinic", language: CallLanguage | None = None,
+                 spoken: SpokenLanguage | None = None, memory: CallMemory | None = None) -> None:
         self.rules = rules
         self.llms = list(llms)  # primary first, then fallbacks
         self.suite = suite
         self.business = business
+        # The call's language and the rule that follows the caller (dialog.languages); `spoken` is the
+        # same call's TTS streams' view of it (providers.base.SpokenLanguage).
+        self.language = language or CallLanguage()
+        self.spoken = spoken or SpokenLanguage()
+        self.memory = memory or CallMemory(HISTORY_BUDGET_CHARS)  # older turns summarized (dialog.summary)
+        restored = self.rules.conversation.language  # a resumed call goes on in its language
+        self._speak(restored if restored in self.language.supported else self.language.current)
 
     # The Responder protocol -------------------------------------------------
 
@@ -92,15 +106,76 @@ class LlmResponder:
         return self.rules.snapshot()
 
     async def reply(self, request: StartReply) -> AsyncIterator[ReplyPiece]:
+        rules = self.rules
+        switch = self._follow(request)
         # Read before the rules move the machine: the question the caller was answering.
         context = self._context() if request.user_text and self.llms and not request.reprompt else None
-        decided = self.rules.decide(request)
-        if context is not None and misunderstood(decided):
-            pieces = self._one_request(request, decided, context)
+        # The business's facts for what the caller said, off the loop: they go in this turn's one request.
+        lookup = await rules.consult(request) if context is not None else None
+        if switch == "unsupported":
+            pieces = self._fixed(self._unsupported(request))
+        elif context is not None and rules.asks_about_business(request, lookup):
+            # A question about the business: answered from the files, the machine held where it was.
+            # The offline answer stands in if every model fails.
+            held = rules.answer(request, lookup)  # type: ignore[arg-type]
+            pieces = self._one_request(request, held, context, lookup=lookup, asked=True)
         else:
-            pieces = self._answer(request, decided)
+            # In a language the rules cannot read, every turn is one they did not understand.
+            decided = rules.decide(request, understand=rules.conversation.language == "en")
+            if context is not None and misunderstood(decided):
+                pieces = self._one_request(request, decided, context, lookup=lookup)
+            else:
+                pieces = self._answer(request, decided)
         async for piece in pieces:
+            if isinstance(piece, ReplyEnd):
+                # The reply is out: a long call's older turns are summarized now, beside the call.
+                self.memory.after_reply(request.history, self.llms)
             yield piece
+
+    # The call's language ------------------------------------------------------
+
+    def _follow(self, request: StartReply) -> str:
+        """Follow a caller who speaks another supported language (dialog.languages); "unsupported"
+        when they speak one that is not."""
+        if not self.language.multilingual or not request.user_text or request.reprompt:
+            return ""
+        outcome = self.language.hear(request.language, request.user_text)
+        if outcome == "switched":
+            log.info("the call follows the caller into another language",
+                     extra={"fields": {"language": self.language.current}})
+            self._speak(self.language.current)
+        elif outcome == "unsupported":
+            log.info("the caller speaks a language not supported", extra={"fields": {"detected": request.language}})
+        return outcome
+
+    def _speak(self, code: str) -> None:
+        """Prompts, the LLM's words and the TTS voice in `code` from now on."""
+        self.language.current = code
+        self.rules.conversation.language = code
+        self.spoken.code = code
+
+    def _unsupported(self, request: StartReply) -> DialogReply:
+        """One sentence in the default language naming the languages spoken, then the waiting
+        question; counted as a misunderstanding, so a caller who goes on in it is not held forever."""
+        code = self.language.default
+        self._speak(code)
+        rules = self.rules
+        decided = rules.decide(request, understand=False)
+        if decided.state is not State.FALLBACK:
+            return decided  # one misunderstanding too many: the machine's goodbye or transfer
+        sentence = prompts.render("unsupported_language",
+                                  {"languages": languages.say_languages(self.language.supported, code)}, language=code)
+        return replace(decided, text=f"{sentence} {rules.conversation.question(rules.now())}",
+                       prompt_key="unsupported_language")
+
+    async def _fixed(self, decided: DialogReply) -> AsyncIterator[ReplyPiece]:
+        yield decided.text
+        yield _end(decided, "rules", "rules")
+
+    def _history(self, request: StartReply) -> list[dict]:
+        """The conversation for the model: older turns summarized, recent ones verbatim (dialog.summary)."""
+        summary, recent = self.memory.prompt_history(request.history)
+        return [*earlier_message(summary), *recent]
 
     # The rules understood the turn: quick response, cache, or the LLM's phrasing --
 
@@ -108,7 +183,8 @@ class LlmResponder:
         suite = self.suite
         quick = decided.prompt_key in QUICK_PROMPT_KEYS
         # Quick replies are keyed without the caller's words: "yes" and "yep" get the same confirmation.
-        key = cache_key(decided.state.value, decided.prompt_key,
+        language = self.rules.conversation.language  # a phrasing is cached per language
+        key = cache_key(decided.state.value, decided.prompt_key if language == "en" else f"{language}:{decided.prompt_key}",
                         decided.intent.value + ("" if quick else ":" + normalize_intent(request.user_text)),
                         dict(decided.slots))
         fast: tuple[str, str] | None = None  # (text, source) the fast path would say
@@ -144,9 +220,9 @@ class LlmResponder:
 
     async def _phrase(self, request: StartReply, decided: DialogReply) -> AsyncIterator[tuple[str, str]]:
         now = self.rules.now()
-        messages = phrase_messages(persona(self.business, now, decided.slots),
-                                   trim_history(request.history, HISTORY_BUDGET_CHARS),
-                                   caller_words(request.user_text, request.dtmf), decided.text)
+        messages = phrase_messages(persona(self.business, now, decided.slots, self.rules.conversation.language),
+                                   self._history(request), caller_words(request.user_text, request.dtmf),
+                                   decided.text)
         for llm in self.llms:
             produced = False
             try:
@@ -174,19 +250,27 @@ class LlmResponder:
             return None  # the call has ended: nothing the model records could change that
         return TurnContext(conv.question(self.rules.now()), next_steps(asking))
 
-    async def _one_request(self, request: StartReply, decided: DialogReply,
-                           context: TurnContext) -> AsyncIterator[ReplyPiece]:
+    async def _one_request(self, request: StartReply, decided: DialogReply, context: TurnContext,
+                           lookup: Lookup | None = None, asked: bool = False) -> AsyncIterator[ReplyPiece]:
         now = self.rules.now()
-        settings = self.rules.conversation.settings
-        messages = turn_messages(persona(self.business, now, decided.slots),
-                                 trim_history(request.history, HISTORY_BUDGET_CHARS), request.user_text or "",
-                                 question=context.question, steps=context.steps, days=say_days(settings),
-                                 hours=say_hours(settings), now=now)
+        conv = self.rules.conversation
+        settings, language = conv.settings, conv.language
+        # The facts go in this same request: a knowledge base is configured (`lookup` is not None)
+        # and found passages, or the caller asked a question (then "no fact matches" is said too).
+        facts = None
+        if lookup is not None and (asked or lookup.hits):
+            facts = [p.full for p in lookup.passages()]
+        messages = turn_messages(persona(self.business, now, decided.slots, language), self._history(request),
+                                 request.user_text or "", question=context.question, steps=context.steps,
+                                 days=languages.say_days(settings, language),
+                                 hours=languages.say_hours(settings, language), now=now, facts=facts, asked=asked,
+                                 business=self.business, facts_cover=lookup is not None and lookup.covered)
         tools = [tool(context.steps)]
-        # The model may speak only while the machine stays on its question (a re-ask). When this
-        # misunderstanding would end the call (one too many in a row), only a tool call can change
-        # that, and an answer ending "would you like to book?" before a goodbye would contradict it.
-        may_speak = decided.state is State.FALLBACK
+        # The model may speak only while the machine stays on its question (a re-ask, or a question
+        # about the business, which holds it). When this misunderstanding would end the call (one too
+        # many in a row), only a tool call can change that, and an answer ending "would you like to
+        # book?" before a goodbye would contradict it.
+        may_speak = asked or decided.state is State.FALLBACK
         said: list[str] = []  # the model's phrases the caller hears
         acked = False  # the acknowledgement went out while a tool call streamed
         source = "rules"
@@ -207,7 +291,7 @@ class LlmResponder:
                             yield phrase + " "
                         if not said and not acked:
                             acked = True
-                            yield prompts.render("tool_ack", {}) + " "
+                            yield prompts.render("tool_ack", {}, language=self.rules.conversation.language) + " "
                     elif isinstance(chunk, ToolCall):
                         call = call or (chunk if chunk.name == TOOL_NAME else None)
                     elif chunk and may_speak:

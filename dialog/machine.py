@@ -61,11 +61,10 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time as clock, timedelta
 from typing import Any, Mapping
 
-from dialog import prompts
+from dialog import languages, prompts
 from dialog.intents import SLOT_INTENTS, Intent, ParsedTurn, classify
 from dialog.schedule import (
-    SEARCH_DAYS, WEEKDAY_NAMES, DialogSettings, is_open_day, nearest_slot, on_grid, say_date, say_days,
-    say_hours, say_time, say_when, slot_start, within_hours,
+    SEARCH_DAYS, DialogSettings, is_open_day, nearest_slot, on_grid, slot_start, within_hours,
 )
 from dialog.slots import Question, TimeOfDay
 from dialog.store import Booking, BookingStore, StoreUnavailable
@@ -146,6 +145,7 @@ def next_steps(state: State) -> tuple[Intent, ...]:
         return ()
     return tuple(i for i in Intent if (state, i) in TRANSITIONS and TRANSITIONS[state, i][0] is not State.FALLBACK)
 
+
 CHECKS: dict[Check, tuple[State, str]] = {
     Check.PAST_DATE: (State.COLLECT_DATE, "past_date"),
     Check.CLOSED_DAY: (State.COLLECT_DATE, "closed_day"),
@@ -201,6 +201,8 @@ class Conversation:
         self._booking: Booking | None = None
         self._last: DialogReply | None = None
         self._streak = 0  # how many times in a row the last prompt key was used: picks its variant
+        # The call's language (dialog.languages): its prompts, dates, times and hours are said in it.
+        self.language = "en"
 
     # ------------------------------------------------------------ public surface
 
@@ -229,7 +231,7 @@ class Conversation:
         """The question waiting for an answer, in its plain words: an LLM asked to answer an
         off-script turn ends with it, so the call moves on."""
         at = self.asking or State.GREETING
-        return prompts.question(at.value, self._fields(self._local(now)))
+        return prompts.question(at.value, self._fields(self._local(now)), self.language)
 
     def greet(self, now: datetime) -> DialogReply:
         now = self._local(now)
@@ -281,7 +283,7 @@ class Conversation:
 
     def repeat_last(self) -> DialogReply:
         if self._last is None:
-            return DialogReply(prompts.question(self._state.value, self._fields(None)), self._state,
+            return DialogReply(prompts.question(self._state.value, self._fields(None), self.language), self._state,
                                Intent.REPEAT, "question", slots=self.slots)
         return replace(self._last, state=self._state, intent=Intent.REPEAT, booking=None)
 
@@ -315,7 +317,7 @@ class Conversation:
         self._state = next_state
         if next_state is State.TERMINAL and key == "ended" and self._last is not None:
             return replace(self._last, intent=turn.intent, prompt_key="ended", booking=None,
-                           text=prompts.render("ended", self._fields(now)))
+                           text=prompts.render("ended", self._fields(now), language=self.language))
         return self._reply(key, turn.intent, now, booking=booking,
                            acknowledge=turn.intent is Intent.CORRECTION and key == "confirm")
 
@@ -497,19 +499,21 @@ class Conversation:
     def _fields(self, now: datetime | None) -> _Fields:
         today = now.date() if now else None
         settings = self.settings
-        f = _Fields(business=settings.business_name, hours=say_hours(settings), days=say_days(settings),
-                    grid="hour" if settings.slot_minutes == 60 else f"{settings.slot_minutes} minutes")
+        lang = self.language
+        f = _Fields(business=settings.business_name, hours=languages.say_hours(settings, lang),
+                    days=languages.say_days(settings, lang),
+                    grid=languages.say_grid(settings.slot_minutes, lang))
         if self._date:
-            f["date"] = say_date(self._date, today)
+            f["date"] = languages.say_date(self._date, today, lang)
         if self._time:
-            f["time"] = say_time(self._time.hour, self._time.minute)
+            f["time"] = languages.say_time(self._time.hour, self._time.minute, lang)
         if self._date and self._time:
-            f["when"] = f["offer"] = say_when(self._start(), today)
+            f["when"] = f["offer"] = languages.say_when(self._start(), today, lang)
         if self._asked is not None:
-            f["closed"] = WEEKDAY_NAMES[self._asked.weekday()] + "s"
+            f["closed"] = languages.say_weekday_plural(self._asked.weekday(), lang)
             same_day = self._date == self._asked.date()
-            f["asked"] = (say_time(self._asked.hour, self._asked.minute) if same_day
-                          else say_when(self._asked, today))
+            f["asked"] = (languages.say_time(self._asked.hour, self._asked.minute, lang) if same_day
+                          else languages.say_when(self._asked, today, lang))
         return f
 
     def _reply(self, key: str, intent: Intent, now: datetime, booking: Booking | None = None,
@@ -524,11 +528,12 @@ class Conversation:
         variant = self._streak
         if key in ("failure", "resume", "handover"):  # an apology (or none), then the question being answered
             at = self._resume if self._state is State.FALLBACK else self._state
-            text = (prompts.render(key, fields) + " " + prompts.question(at.value, fields)).strip()
+            text = (prompts.render(key, fields, language=self.language) + " "
+                    + prompts.question(at.value, fields, self.language)).strip()
         else:
-            text = prompts.render(key, fields, variant)
+            text = prompts.render(key, fields, variant, self.language)
         if acknowledge:
-            text = prompts.render("correction_ack", fields) + " " + text
+            text = prompts.render("correction_ack", fields, language=self.language) + " " + text
         terminal = self._state is State.TERMINAL
         transfer = self.settings.transfer_number if key == "transfer" else ""
         reply = DialogReply(text, self._state, intent, key, hang_up=terminal and not transfer,
@@ -553,6 +558,7 @@ class Conversation:
             "booking": self._booking.to_dict() if self._booking else None,
             "call_sid": self.call_sid,
             "caller": self.caller,
+            "language": self.language,
             "last": None if last is None else {
                 "text": last.text, "state": last.state.value, "intent": last.intent.value,
                 "prompt_key": last.prompt_key, "hang_up": last.hang_up, "transfer_to": last.transfer_to},
@@ -574,6 +580,7 @@ class Conversation:
         conv._retries = int(data.get("retries", 0))
         conv._streak = int(data.get("streak", 0))
         conv._booking = Booking.from_dict(data["booking"]) if data.get("booking") else None
+        conv.language = str(data.get("language") or "en")
         conv._handover = data.get("handover") == "planned"  # set by the gateway on a planned hand-over
         last = data.get("last")
         if last:

@@ -5,7 +5,9 @@ A key names a template, stably, so the gateway can cache its audio or answer it 
 takes the next one, so a caller who did not understand the question hears it in other words
 rather than the same words louder. Text is spoken: no markup, no URLs, no symbols a TTS engine would read out, 1-3 sentences.
 
-Fields: {business} {date} {time} {when} {offer} {asked} {hours} {days} {closed} {grid}.
+Fields: {business} {date} {time} {when} {offer} {asked} {hours} {days} {closed} {grid} {languages}.
+The same keys in Spanish, French, German and Italian are in `dialog.prompts_i18n`; a call in one of
+those languages is told its prompts there (`language`), with its fields said in it (dialog.languages).
 """
 
 from __future__ import annotations
@@ -106,6 +108,11 @@ PROMPTS: Mapping[str, tuple[str, ...]] = {
     # Said as an LLM starts recording details through its tool, while the arguments stream: the
     # machine's outcome follows. Claims nothing, and is rendered at startup like every fixed prompt.
     "tool_ack": ("Okay.",),
+    # A caller speaking a language not in LANGUAGES (dialog.languages): one sentence, in the default
+    # language, then the question they are answering.
+    "unsupported_language": ("Sorry, I can only speak {languages}.",),
+    # A question the business's files do not answer (dialog.knowledge), said before the waiting question.
+    "knowledge_unknown": ("I'm sorry, I don't have that information.",),
 }
 
 # The question each asking state puts, for a re-ask after a provider failure or a repeat with
@@ -118,10 +125,26 @@ QUESTIONS = {
 }
 
 
-def render(key: str, fields: Mapping[str, str], variant: int = 0) -> str:
-    templates = PROMPTS[key]
-    return templates[variant % len(templates)].format_map(fields)
+def templates(key: str, language: str = "en") -> tuple[str, ...]:
+    """A prompt's templates in `language` (dialog.prompts_i18n), English where it has none."""
+    if language != "en":
+        from dialog.prompts_i18n import PROMPTS_BY_LANGUAGE
+
+        found = PROMPTS_BY_LANGUAGE.get(language, {}).get(key)
+        if found:
+            return found
+    return PROMPTS[key]
 
 
-def question(state_value: str, fields: Mapping[str, str]) -> str:
-    return QUESTIONS.get(state_value, QUESTIONS["greeting"]).format_map(fields)
+def render(key: str, fields: Mapping[str, str], variant: int = 0, language: str = "en") -> str:
+    options = templates(key, language)
+    return options[variant % len(options)].format_map(fields)
+
+
+def question(state_value: str, fields: Mapping[str, str], language: str = "en") -> str:
+    questions = QUESTIONS
+    if language != "en":
+        from dialog.prompts_i18n import QUESTIONS_BY_LANGUAGE
+
+        questions = QUESTIONS_BY_LANGUAGE.get(language, QUESTIONS)
+    return questions.get(state_value, questions["greeting"]).format_map(fields)

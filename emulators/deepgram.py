@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 import math
+import re
+import time
 import uuid
 import warnings
 from collections import deque
@@ -90,9 +91,12 @@ class ListenOptions:
     vad_events: bool = False
     punctuate: bool = False
     model: str = "nova-3"
+    # "multi": nova-3's multilingual mode, whose results label each word's language (`_results`).
+    language: str = "en"
+    language_hint: tuple[str, ...] = ()
 
     @classmethod
-    def from_query(cls, q: dict[str, str], cfg: DeepgramConfig) -> "ListenOptions":
+    def from_query(cls, q: dict[str, str], cfg: DeepgramConfig, hints: tuple[str, ...] = ()) -> "ListenOptions":
         encoding = q.get("encoding", "linear16").lower()
         default_rate = 8000 if encoding in ("mulaw", "alaw") else 16000
         endpointing: int | None = cfg.default_endpointing_ms
@@ -113,6 +117,8 @@ class ListenOptions:
             vad_events=_bool(q.get("vad_events")),
             punctuate=_bool(q.get("punctuate")) or _bool(q.get("smart_format")),
             model=q.get("model", "nova-3"),
+            language=q.get("language", "en"),
+            language_hint=tuple(hints),
         )
 
 
@@ -298,7 +304,7 @@ class _Voiceprints:
                 runs.append((text, [(frame, position)]))
         words: list[tuple[str, float, float]] = []
         for text, frames in runs:
-            tokens = text.split()
+            tokens, languages = _languages(text.split(), "")  # language tags take no audio
             lo, hi = self.span[text]
             share = (hi - lo) / max(1, len(tokens))
             (f0, p0), (_, p1) = frames[0], frames[-1]
@@ -307,7 +313,10 @@ class _Voiceprints:
                 if p0 - 0.5 <= at <= p1 + 0.5:  # heard on this connection
                     begin = max(p0, lo + k * share)
                     finish = min(p1 + 1, lo + (k + 1) * share)
-                    words.append((token, (f0 + begin - p0) * FRAME_SECONDS, (f0 + finish - p0) * FRAME_SECONDS))
+                    t0 = (f0 + begin - p0) * FRAME_SECONDS
+                    if languages[k]:  # each heard word keeps its language, however little of the text is heard
+                        words.append((f"[{languages[k]}]", t0, t0))
+                    words.append((token, t0, (f0 + finish - p0) * FRAME_SECONDS))
         return words
 
 
@@ -329,6 +338,8 @@ class ListenSession:
         self._words_per_second = cfg.interim_words_per_second
         self._finalize_empty = cfg.finalize_empty_reply
         self._prints = _Voiceprints(cfg.voiceprints) if cfg.voiceprints else None
+        # The language of words no tag names, in multilingual mode (a script of plain English stays English).
+        self._default_language = "en" if options.language == "multi" else options.language.split("-")[0]
         self.detector = EnergyDetector(options, cfg.speech_threshold_dbfs, cfg.onset_ms, cfg.interim_interval,
                                        cfg.default_endpointing_ms)
         self._sha = hashlib.sha256()
@@ -447,7 +458,11 @@ class ListenSession:
 
     def _results(self, text: str, start: float, end: float, *, is_final: bool, speech_final: bool = False,
                  from_finalize: bool = False, timed: list[tuple[str, float, float]] | None = None) -> dict[str, Any]:
-        tokens = text.split()
+        # Language tags in a script or voiceprint text ("[es] Quiero una cita") say what language the
+        # words after them are in; they are not words (`_languages`).
+        tokens, tags = _languages(text.split(), self._default_language)
+        if timed is not None:
+            timed, timed_tags = _languages_timed(timed, self._default_language)
         words = []
         if timed is not None:
             for token, begin, finish in timed:
@@ -461,16 +476,58 @@ class ListenSession:
                 words.append({"word": bare, "start": round(start + i * span, 3),
                               "end": round(start + (i + 1) * span, 3), "confidence": 0.98,
                               "punctuated_word": token if self.options.punctuate else bare})
-        transcript = text if self.options.punctuate else " ".join(w["word"] for w in words)
+        transcript = (" ".join(w["punctuated_word"] for w in words) if timed is not None else " ".join(tokens)) \
+            if self.options.punctuate else " ".join(w["word"] for w in words)
+        alternative: dict[str, Any] = {"transcript": transcript, "confidence": 0.98 if tokens or timed else 0.0,
+                                       "words": words}
+        if self.options.language == "multi":
+            # As nova-3 multilingual sends them: each word's language, the alternative's languages by
+            # word count (most first), and the hints it was given, normalized to base codes.
+            for word, tag in zip(words, timed_tags if timed is not None else tags):
+                word["language"] = tag
+            counts: dict[str, int] = {}
+            for word in words:
+                counts[word["language"]] = counts.get(word["language"], 0) + 1
+            alternative["languages"] = sorted(counts, key=lambda t: -counts[t])
+            alternative["languages_hinted"] = [h.split("-")[0].lower() for h in self.options.language_hint]
         if is_final:
             self._last_final_end = end
         return {
             "type": "Results", "channel_index": [0, 1], "duration": round(end - start, 3), "start": round(start, 3),
             "is_final": is_final, "speech_final": speech_final, "from_finalize": from_finalize,
-            "channel": {"alternatives": [{"transcript": transcript, "confidence": 0.98 if tokens else 0.0,
-                                          "words": words}]},
+            "channel": {"alternatives": [alternative]},
             "metadata": {"request_id": self.request_id, "model_info": MODEL_INFO, "model_uuid": MODEL_UUID},
         }
+
+
+_TAG = re.compile(r"^\[([a-z]{2}(?:-[A-Za-z0-9]+)?)\]$")
+
+
+def _languages(tokens: list[str], default: str) -> tuple[list[str], list[str]]:
+    """(the words, each word's language) from tokens where "[es]" sets the language of what follows."""
+    words, tags = [], []
+    current = default
+    for token in tokens:
+        tag = _TAG.match(token)
+        if tag:
+            current = tag.group(1)
+        else:
+            words.append(token)
+            tags.append(current)
+    return words, tags
+
+
+def _languages_timed(timed: list[tuple[str, float, float]], default: str):
+    kept, tags = [], []
+    current = default
+    for token, begin, finish in timed:
+        tag = _TAG.match(token)
+        if tag:
+            current = tag.group(1)
+        else:
+            kept.append((token, begin, finish))
+            tags.append(current)
+    return kept, tags
 
 
 # ---------------------------------------------------------------- the WebSocket
@@ -525,7 +582,9 @@ class ListenSocket:
         if self.fault == "error5xx":
             return await self._deny(500, "INTERNAL_SERVER_ERROR", "Internal server error.")
         try:
-            options = ListenOptions.from_query(self.query, dg)
+            hints = tuple(v for k, v in parse_qsl(self.ws.scope.get("query_string", b"").decode("latin-1"))
+                          if k == "language_hint")  # the SDK sends one parameter per hint
+            options = ListenOptions.from_query(self.query, dg, hints)
         except ValueError as exc:
             return await self._deny(400, "Bad Request", f"invalid query parameter: {exc}")
         script = dg.script
@@ -645,7 +704,8 @@ class ListenSocket:
                         entry: dict[str, Any] = {"t": t, "type": kind}
                         if kind == "Results":
                             alt = message["channel"]["alternatives"][0]
-                            entry.update(transcript=alt["transcript"], is_final=message["is_final"],
+                            entry.update(transcript=alt["transcript"], languages=alt.get("languages"),
+                                         is_final=message["is_final"],
                                          speech_final=message["speech_final"], from_finalize=message["from_finalize"],
                                          start=message["start"], duration=message["duration"])
                             record["transcripts"].append(entry)

@@ -68,6 +68,21 @@ SECRET_HEADERS = (b"xi-api-key", b"authorization")
 
 _CONTENT_TYPES = {"ulaw_8000": "audio/basic", "alaw_8000": "audio/x-alaw-basic"}
 
+# ElevenLabs' models as the API reference describes them: which speak more than English, and which
+# honour `language_code` ("for Turbo v2.5 and Flash v2.5 models only"; a model that does not support the
+# code given ignores it). Each request's record says what the model made of its language (`language_of`).
+MULTILINGUAL_MODELS = frozenset({"eleven_flash_v2_5", "eleven_turbo_v2_5", "eleven_multilingual_v2",
+                                 "eleven_multilingual_v1", "eleven_v3"})
+LANGUAGE_CODE_MODELS = frozenset({"eleven_flash_v2_5", "eleven_turbo_v2_5"})
+
+
+def language_of(model_id: str | None, language_code: str | None) -> dict[str, Any]:
+    """What a request's model and language code amount to, for the request log."""
+    model = model_id or "eleven_multilingual_v2"  # the API's default model
+    applied = bool(language_code) and model in LANGUAGE_CODE_MODELS
+    return {"model_id": model, "language_code": language_code or None, "multilingual": model in MULTILINGUAL_MODELS,
+            "language_code_applied": applied}
+
 
 # ---------------------------------------------------------------- the audio
 
@@ -206,6 +221,8 @@ class TextToSpeechHttp:
         except orjson.JSONDecodeError:
             body = None
         record["body"] = body
+        if isinstance(body, dict):
+            record.update(language_of(body.get("model_id"), body.get("language_code")))
 
         async def fail(status: int, payload: Any) -> None:
             record["status"] = status
@@ -307,6 +324,7 @@ class TtsSocket:
             "headers": recorded_headers(ws.scope, SECRET_HEADERS), "opened_at": now(), "closed_at": None,
             "close_code": None, "closed_by": None, "status": None, "fault": None, "init": None, "messages": [],
             "generations": [], "first_audio_at": None, "audio_bytes": 0,
+            **language_of(self.query.get("model_id"), self.query.get("language_code")),
         })
 
     async def run(self) -> None:

@@ -18,6 +18,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from dialog.knowledge import Knowledge, KnowledgeBase
+from dialog.languages import CallLanguage
 from dialog.latency import LatencySuite, ResponseCache
 from dialog.llm_responder import LlmResponder
 from dialog.machine import Conversation, DialogSettings
@@ -68,6 +70,12 @@ class Gateway:
         self.clock = clock or (lambda: datetime.now(self.tz))
         self.dialog_settings = DialogSettings(timezone=settings.timezone, transfer_number=settings.transfer_number)
         self.store = Store(settings.voicegate_db)
+        # The business's files (KNOWLEDGE_DIR), read and indexed once: a missing folder is a startup error.
+        self.knowledge = None
+        if settings.knowledge_dir:
+            base = KnowledgeBase.load(settings.knowledge_dir, default_language=settings.call_languages[0],
+                                      languages=settings.call_languages)
+            self.knowledge = Knowledge(base)
         self.store.on_backlog = metrics.STORE_BACKLOG.set
         self._store_pool = ThreadPoolExecutor(1, thread_name_prefix="store")  # SQLite likes one writer
         self._store_retry: asyncio.Task | None = None
@@ -129,9 +137,16 @@ class Gateway:
         def cancel(booking) -> None:
             self.store.cancel(booking.id, booking.call_sid)
 
-        rules = RuleResponder(new(snapshot), self.clock, restore=new, cancel_booking=cancel)
+        rules = RuleResponder(new(snapshot), self.clock, restore=new, cancel_booking=cancel, knowledge=self.knowledge)
         if self.engines.llms:
-            return LlmResponder(rules, self.engines.llms, self.latency, business=self.dialog_settings.business_name)
+            # The call's language: the dialog follows the caller (dialog.languages) and tells the call's
+            # TTS streams through `call.language`.
+            language = CallLanguage(self.settings.call_languages,
+                                    switch_min_words=self.settings.language_switch_min_words)
+            if snapshot is None:
+                rules.conversation.language = language.default  # a new call greets in the default language
+            return LlmResponder(rules, self.engines.llms, self.latency, business=self.dialog_settings.business_name,
+                                language=language, spoken=call.language)
         return rules
 
     async def startup(self) -> None:
@@ -204,7 +219,10 @@ class Gateway:
         for role in ("stt", "llm", "tts"):
             if described[role]:
                 metrics.ENGINE_READY.labels(role, str(described[role])).set(1 if self.engines.ready else 0)
-        await self.engines.prerender(fixed_prompt_sentences(self.dialog_settings))
+        for language in self.settings.call_languages:  # every call language's prompts play with no TTS wait
+            await self.engines.prerender(fixed_prompt_sentences(self.dialog_settings, language), language)
+        if self.settings.languages_note:
+            log_event(log, self.settings.languages_note, logging.WARNING, languages=self.settings.languages)
         log_event(log, "engines ready" if self.engines.ready else "engines not ready", **self.engines.describe())
 
     async def shutdown(self) -> None:
@@ -342,7 +360,9 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         status = "draining" if gw.draining else "ready" if engines.ready else "not ready"
         # Redis or the store down is degraded, not unready: calls go on without them (README,
         # Resilience), and taking every instance out of the load balancer would be an outage.
-        body = {"status": status, **engines.describe(), "active_calls": len(gw.services.calls),
+        body = {"status": status, **engines.describe(), "languages": _languages(settings),
+                "knowledge": gw.knowledge.base.describe() if gw.knowledge is not None else None,
+                "active_calls": len(gw.services.calls),
                 "shared_state": gw.shared.describe(),
                 "store": {"backlog": gw.store.backlog, "lost_writes": gw.store.lost_writes}}
         return JSONResponse(body, status_code=200 if ready else 503)
@@ -449,18 +469,24 @@ def _latency_metric(kind: str, data: dict) -> None:
             metrics.QUALITY_AVG.set(data["average"])
 
 
-def fixed_prompt_sentences(settings: DialogSettings) -> list[str]:
+def _languages(settings: Settings) -> dict[str, object]:
+    """/readyz: the languages configured, those calls can be held in, and why not all (offline)."""
+    return {"configured": list(settings.language_codes), "available": list(settings.call_languages),
+            "note": settings.languages_note or None}
+
+
+def fixed_prompt_sentences(settings: DialogSettings, language: str = "en") -> list[str]:
     """Every sentence of every template that needs no per-call field, as the chunker will cut it:
     the greeting first. These are rendered once at startup, so they play with no TTS wait."""
-    from dialog import prompts
+    from dialog import languages, prompts
     from dialog.chunker import SentenceChunker
-    from dialog.schedule import say_days, say_hours
 
-    static = {"business": settings.business_name, "hours": say_hours(settings), "days": say_days(settings),
-              "grid": "hour" if settings.slot_minutes == 60 else f"{settings.slot_minutes} minutes"}
+    static = {"business": settings.business_name, "hours": languages.say_hours(settings, language),
+              "days": languages.say_days(settings, language),
+              "grid": languages.say_grid(settings.slot_minutes, language)}
     sentences: list[str] = []
     for key in ("greet", *prompts.PROMPTS):
-        for template in prompts.PROMPTS[key]:
+        for template in prompts.templates(key, language):
             try:
                 text = template.format_map(static)
             except KeyError:

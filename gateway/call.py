@@ -641,7 +641,7 @@ class MediaCall:
         if self.session.phase.value != "active":
             return
         self._feed(TranscriptReceived(self.loop.time(), result.text, result.is_final, result.end_of_turn,
-                                      unclear=result.unclear))
+                                      unclear=result.unclear, language=result.language))
 
     # ------------------------------------------------------------------ turn records, hang-up, end
 

@@ -40,11 +40,22 @@ class ProviderAuthError(ProviderError):
         super().__init__(provider, message, retryable=False, status=status)
 
 
+@dataclass
+class SpokenLanguage:
+    """The language the agent speaks on one call, shared by its dialog (which sets it when the caller
+    changes language: dialog.languages) and its TTS stream (which reads it at every sentence: a
+    multilingual model and `language_code` for ElevenLabs). ISO 639-1."""
+
+    code: str = "en"
+
+
 @dataclass(frozen=True)
 class CallInfo:
     call_sid: str
     stream_sid: str
     parameters: Mapping[str, str] = field(default_factory=dict)
+    # Mutable inside a frozen record on purpose: one object per call, seen by every engine's stream.
+    language: SpokenLanguage = field(default_factory=SpokenLanguage, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +69,9 @@ class SttResult:
     rejected: str = ""
     # The rejected sound was speech the engine could not make out (not noise): the caller is asked again.
     unclear: bool = False
+    # The language most of the words were in (BCP-47, e.g. "es"), from an engine that detects it
+    # (Deepgram with language=multi); "" when it does not say.
+    language: str = ""
 
 
 SttCallback = Callable[[SttResult], None]

@@ -207,6 +207,7 @@ class FallbackSttStream:
         self._turn_delivered = False  # an end-of-turn went out since the last end_of_speech
         self._closed = False
         self._switching: asyncio.Task | None = None
+        self._held_language = ""  # the language of the last held final that said one (Deepgram's multilingual mode)
         self._holds_trial = False  # this call's connection is its engine's half-open trial, not yet judged
 
     @property
@@ -291,12 +292,14 @@ class FallbackSttStream:
             return
         if result.text:
             self._held.append(result.text)
+            self._held_language = result.language or self._held_language
         if result.end_of_turn:
             text = " ".join(self._held)
             self._held.clear()
+            language, self._held_language = self._held_language, ""
             self._answered = True
             self._turn_delivered = bool(text)
-            self._on_result(SttResult(text, True, True))
+            self._on_result(SttResult(text, True, True, language=language))
 
     async def _switch(self, failed: int, reason: str) -> None:
         old = self._stream

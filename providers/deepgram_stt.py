@@ -194,6 +194,31 @@ LISTEN_OPTIONS: Mapping[str, Any] = {
 }
 
 
+def language_options(languages: tuple[str, ...]) -> dict[str, Any]:
+    """The listen parameters for the call languages. One: that language (English as it always was,
+    en-US). More: nova-3's multilingual mode, `language=multi`, which transcribes each word in the
+    language it was spoken in and labels it (`words[].language`, and the alternative's `languages`
+    by word count), biased toward the configured ones with `language_hint`. Deepgram's
+    `detect_language` is for pre-recorded audio only: the SDK's live `connect` has no such parameter."""
+    if len(languages) > 1:
+        return {"language": "multi", "language_hint": list(languages)}
+    return {"language": "en-US" if languages in ((), ("en",)) else languages[0]}
+
+
+def result_language(alternative: Any) -> str:
+    """The language most of a result's words were in: the alternative's `languages` (sorted by word
+    count), else the words' own `language` tags; "" when the result carries none (monolingual mode)."""
+    tags = _get(alternative, "languages")
+    if isinstance(tags, (list, tuple)) and tags and isinstance(tags[0], str):
+        return tags[0]
+    counts: dict[str, int] = {}
+    for word in _get(alternative, "words") or ():
+        tag = _get(word, "language")
+        if isinstance(tag, str) and tag:
+            counts[tag] = counts.get(tag, 0) + 1
+    return max(counts, key=counts.__getitem__) if counts else ""
+
+
 def deepgram_environment(base_url: str) -> DeepgramClientEnvironment:
     """The SDK environment for `base_url` (any of ws/wss/http/https): both forms from one URL."""
     if not base_url.strip():
@@ -302,6 +327,7 @@ class DeepgramStt:
             reconnects_per_window=settings.provider_reconnects_per_window,
             reconnect_window=settings.provider_reconnect_window_seconds)
         self.model = settings.deepgram_model or "nova-3"
+        self.languages = settings.call_languages  # more than one: multilingual mode (language_options)
         self.client = AsyncDeepgramClient(api_key=key, environment=deepgram_environment(settings.deepgram_base_url))
         _fix_headers(self.client)
         # The fallback chain reports each stream's request and failure; only the reconnects inside a
@@ -309,7 +335,7 @@ class DeepgramStt:
         self.counters = ProviderCounters(PROVIDER, "stt", forward=frozenset({"retry"}))
 
     def listen_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"model": self.model, **LISTEN_OPTIONS}
+        kwargs: dict[str, Any] = {"model": self.model, **LISTEN_OPTIONS, **language_options(self.languages)}
         if self.options.extra_query:
             kwargs["request_options"] = {"additional_query_parameters": dict(self.options.extra_query)}
         return kwargs
@@ -697,7 +723,7 @@ class DeepgramStream:
             self._finalize_sent_at = None
         if not text and not end_of_turn:
             return  # silence: an empty interim or an empty mid-turn final says nothing
-        self._emit(SttResult(text, is_final, end_of_turn))
+        self._emit(SttResult(text, is_final, end_of_turn, language=result_language(first) if text else ""))
 
     def _unanswered_words(self, alternative: Any, text: str, span_end: int | None) -> str:
         """The words of a result on a replaying socket that lie past what delivered finals covered

@@ -20,6 +20,14 @@ sentence, re-chunked by the SDK into 20 ms frames.
 Both bound every phase: connect, the first audio byte, the gap between chunks (`ProviderTimeout`).
 A failure after audio was yielded carries `heard_anything=True`: the caller heard part of it.
 
+Languages. Each sentence is spoken in the call's language as it stands (`CallInfo.language`, set by
+the dialog when the caller changes language): English as configured (`ELEVENLABS_MODEL`, no language
+code); another language with a multilingual model (`ELEVENLABS_MODEL` when it is one, else
+`ELEVENLABS_MULTILINGUAL_MODEL`) and, for the models that take one (Flash and Turbo v2.5),
+`language_code`, which fixes the language and its text normalization ("15:30" read in Spanish). On
+the WebSockets both are query parameters of the socket, so a call that changes language changes
+socket (once: callers rarely switch back and forth); over HTTP they go with each request.
+
 A multi-context socket that drops between sentences is reopened for the next one, unseen by the
 caller; one that keeps dropping is a provider flapping. Each drop is reported to the chain's breaker
 (`on_health("dropped")`, so new calls skip the provider), and past `reconnects_per_window` reopenings
@@ -60,7 +68,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
 from providers.settings import Settings
-from providers.base import CallInfo, ProviderAuthError, ProviderError, ProviderTimeout
+from providers.base import CallInfo, ProviderAuthError, ProviderError, ProviderTimeout, SpokenLanguage
 from providers.deadline import ReadDeadline
 from providers.retry import ProviderCounters
 
@@ -112,6 +120,22 @@ class Voice:
     speed: float = 1.0
 
 
+# Models that speak English only: a call in another language uses ELEVENLABS_MULTILINGUAL_MODEL instead.
+ENGLISH_ONLY_MODELS = frozenset({"eleven_flash_v2", "eleven_turbo_v2", "eleven_monolingual_v1",
+                                 "eleven_english_sts_v2"})
+# Models that take `language_code` (the API reference: "for Turbo v2.5 and Flash v2.5 models only";
+# eleven_multilingual_v2 does not support it and detects the language from the text).
+LANGUAGE_CODE_MODELS = frozenset({"eleven_flash_v2_5", "eleven_turbo_v2_5"})
+
+
+def model_and_code(model: str, multilingual_model: str, language: str) -> tuple[str, str | None]:
+    """(model_id, language_code or None) for a sentence in `language` (module doc)."""
+    if language == "en":
+        return model, None
+    chosen = multilingual_model if model in ENGLISH_ONLY_MODELS else model
+    return chosen, language if chosen in LANGUAGE_CODE_MODELS else None
+
+
 def ws_base_url(base_url: str) -> str:
     """`ws(s)://host[/prefix]` from an http(s) or ws(s) base URL (empty: ElevenLabs' cloud)."""
     parts = urlsplit((base_url or DEFAULT_BASE_URL).strip())
@@ -148,10 +172,18 @@ class ElevenLabsWsTts:
         self.reconnect_window = settings.provider_reconnect_window_seconds
         self._init_fields: dict[bool, dict[str, Any]] = {}  # init_message's fields, by multi-context or not
         self.counters = ProviderCounters(PROVIDER, "tts", forward=frozenset())  # the chain reports each attempt
+        self.multilingual_model = settings.elevenlabs_multilingual_model
         endpoint = "multi-stream-input" if multi_context else "stream-input"
-        query = urlencode({"model_id": self.model, "output_format": OUTPUT_FORMAT,
-                           "inactivity_timeout": INACTIVITY_TIMEOUT_SECONDS})
-        self.url = f"{ws_base_url(settings.elevenlabs_base_url)}/v1/text-to-speech/{self.voice_id}/{endpoint}?{query}"
+        self._endpoint = f"{ws_base_url(settings.elevenlabs_base_url)}/v1/text-to-speech/{self.voice_id}/{endpoint}"
+        self.url = self.url_for("en")
+
+    def url_for(self, language: str) -> str:
+        """The socket URL for sentences in `language`: its model and language code (module doc)."""
+        model, code = model_and_code(self.model, self.multilingual_model, language)
+        query = {"model_id": model, "output_format": OUTPUT_FORMAT, "inactivity_timeout": INACTIVITY_TIMEOUT_SECONDS}
+        if code is not None:
+            query["language_code"] = code
+        return f"{self._endpoint}?{urlencode(query)}"
 
     def open_stream(self, call: CallInfo) -> "ElevenLabsMultiStream | ElevenLabsSingleStream":
         stream: ElevenLabsMultiStream | ElevenLabsSingleStream
@@ -160,10 +192,11 @@ class ElevenLabsWsTts:
             stream.prewarm()
         return stream
 
-    async def connect(self) -> ClientConnection:
+    async def connect(self, language: str = "en") -> ClientConnection:
         """One socket, with the key in the header (never in a message, so never in a server log)."""
         try:
-            return await connect(self.url, additional_headers={"xi-api-key": self._key}, compression=None,
+            return await connect(self.url_for(language), additional_headers={"xi-api-key": self._key},
+                                 compression=None,
                                  open_timeout=self.timeouts.connect, close_timeout=CLOSE_TIMEOUT_SECONDS,
                                  ping_interval=WS_PING_INTERVAL_SECONDS, ping_timeout=WS_PING_TIMEOUT_SECONDS)
         except InvalidStatus as exc:
@@ -271,6 +304,7 @@ class ElevenLabsMultiStream:
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._connecting: asyncio.Task[ClientConnection] | None = None
+        self._ws_language = ""  # the language the socket was opened for (its model and language_code)
         self._contexts: dict[str, _Context] = {}
         self._ids = itertools.count(1)
         self._background: set[asyncio.Task[Any]] = set()
@@ -389,7 +423,9 @@ class ElevenLabsMultiStream:
     async def _socket(self) -> ClientConnection:
         ws = self._ws
         if ws is not None and ws.state is State.OPEN:
-            return ws
+            if self._ws_language == self._call.language.code:
+                return ws
+            self._forget(ws, close=True)  # the call changed language: a socket for the new one (module doc)
         if self._dropped and (self._connecting is None or self._connecting.done()):
             # Reopening after a drop: bounded per call (module doc).
             owner, now = self._owner, asyncio.get_running_loop().time()
@@ -406,12 +442,14 @@ class ElevenLabsMultiStream:
         return await asyncio.shield(self._start_connect())
 
     async def _open(self) -> ClientConnection:
-        ws = await self._owner.connect()
+        language = self._call.language.code
+        ws = await self._owner.connect(language)
         if self._closed:
             await ws.close()
             raise ProviderError(PROVIDER, "stream is closed", retryable=False)
         self.connections += 1
         self._ws = ws
+        self._ws_language = language
         self._reader = asyncio.get_running_loop().create_task(self._read(ws))
         return ws
 
@@ -490,6 +528,7 @@ class ElevenLabsSingleStream:
         self._owner = owner
         self._call = call
         self._spare: asyncio.Task[ClientConnection] | None = None
+        self._spare_language = ""  # the language the spare socket is being opened for
         self._live: set[ClientConnection] = set()
         self._closed = False
         self.connections = 0
@@ -504,7 +543,8 @@ class ElevenLabsSingleStream:
     def _prepare_spare(self) -> None:
         if self._closed or self._spare is not None:
             return
-        self._spare = asyncio.get_running_loop().create_task(self._owner.connect())
+        self._spare_language = self._call.language.code
+        self._spare = asyncio.get_running_loop().create_task(self._owner.connect(self._spare_language))
         self._spare.add_done_callback(_consume)
 
     async def _take_socket(self) -> ClientConnection:
@@ -520,9 +560,11 @@ class ElevenLabsSingleStream:
                 ws = None  # the spare failed to open: try once more, now
             self._spare = None
             if ws is not None and ws.state is State.OPEN:
-                self.connections += 1
-                return ws
-        ws = await self._owner.connect()
+                if self._spare_language == self._call.language.code:
+                    self.connections += 1
+                    return ws
+                _close_soon(ws)  # opened for the language the call has since left
+        ws = await self._owner.connect(self._call.language.code)
         self.connections += 1
         return ws
 
@@ -670,6 +712,7 @@ class ElevenLabsHttpTts:
         key = _key(settings)
         self.voice_id = settings.elevenlabs_voice_id
         self.model = settings.elevenlabs_model
+        self.multilingual_model = settings.elevenlabs_multilingual_model
         self.timeouts = timeouts or TtsTimeouts()
         self.voice = voice or Voice()
         self.chunk_size = chunk_size
@@ -682,7 +725,7 @@ class ElevenLabsHttpTts:
                                       timeout=backstop, httpx_client=self._http)
 
     def open_stream(self, call: CallInfo) -> "ElevenLabsHttpStream":
-        return ElevenLabsHttpStream(self)
+        return ElevenLabsHttpStream(self, call)
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
@@ -690,8 +733,9 @@ class ElevenLabsHttpTts:
 
 
 class ElevenLabsHttpStream:
-    def __init__(self, owner: ElevenLabsHttpTts) -> None:
+    def __init__(self, owner: ElevenLabsHttpTts, call: CallInfo | None = None) -> None:
         self._owner = owner
+        self._language = call.language if call is not None else SpokenLanguage()  # read at each sentence
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
         owner = self._owner
@@ -699,8 +743,10 @@ class ElevenLabsHttpStream:
         if not text:
             return
         owner.counters.count("request")
+        model, code = model_and_code(owner.model, owner.multilingual_model, self._language.code)
+        language = {"language_code": code} if code is not None else {}  # left out, it is not sent at all
         chunks = owner.client.text_to_speech.stream(
-            owner.voice_id, text=text, model_id=owner.model, output_format=OUTPUT_FORMAT,
+            owner.voice_id, text=text, model_id=model, output_format=OUTPUT_FORMAT, **language,
             optimize_streaming_latency=OPTIMIZE_STREAMING_LATENCY,
             voice_settings=VoiceSettings(stability=owner.voice.stability,
                                          similarity_boost=owner.voice.similarity_boost, speed=owner.voice.speed),

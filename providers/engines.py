@@ -169,10 +169,10 @@ class Engines:
             return
         self.speech, self.speech_pool = SpeechDetector(model), pool
 
-    async def prerender(self, texts: list[str]) -> None:
+    async def prerender(self, texts: list[str], language: str = "en") -> None:
         if isinstance(self.tts, CachedTts) and texts:
             try:
-                await self.tts.prerender(texts)
+                await self.tts.prerender(texts, language)
             except Exception:
                 log.exception("pre-rendering fixed prompts failed; they will render on first use")
 

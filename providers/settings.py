@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from providers.languages import available, parse_languages
 from providers.local_models import WHISPER_MODELS
 
 
@@ -54,6 +55,10 @@ class Settings:
     elevenlabs_base_url: str = ""
     elevenlabs_voice_id: str = "21m00Tcm4TlvDq8ikWAM"
     elevenlabs_model: str = "eleven_flash_v2_5"
+    # The ElevenLabs model for a call in another language than English when ELEVENLABS_MODEL speaks
+    # English only (eleven_flash_v2, eleven_turbo_v2...). Flash v2.5: 32 languages, `language_code`
+    # honoured, the same ~75 ms first byte as the English Flash.
+    elevenlabs_multilingual_model: str = "eleven_flash_v2_5"
     twilio_account_sid: str = ""
     twilio_auth_token: str = ""
     twilio_api_base_url: str = ""
@@ -65,6 +70,18 @@ class Settings:
     redis_url: str = ""
     voicegate_db: str = "voicegate.db"
     dashboard_token: str = ""
+
+    # --- languages and knowledge ---
+    # LANGUAGES: the languages calls may be held in (en, es, fr, de, it), the first the default. One
+    # (the default "en") keeps Deepgram on its monolingual model; more turn on its multilingual mode and
+    # language switching, on the cloud path only (providers/languages.py).
+    languages: str = "en"
+    # Words a turn must have in another supported language before the call switches to it (one on the
+    # caller's first turn): "Okay" or "Sí" alone is said by callers of any language (dialog.languages).
+    language_switch_min_words: int = 2
+    # KNOWLEDGE_DIR: a folder of Markdown or text files with the business's facts; callers' questions
+    # are answered from them (dialog.knowledge). Empty: no knowledge base.
+    knowledge_dir: str = ""
 
     # --- behaviour ---
     latency_optimization_mode: str = "enabled"
@@ -113,6 +130,13 @@ class Settings:
     # README "Offline speech recognition" has both measured on the STT corpus.
     whisper_model: str = "tiny.en"
     tts_workers: int = 2
+    # --- turn-taking ---
+    # MODEL_VAD: a speech model (Silero, from the `local` extra) confirms each onset and end of speech
+    # the energy VAD hears, so noise, music and the agent's own echo neither interrupt nor start a turn.
+    model_vad: bool = True
+    # BACKCHANNELS: an "uh-huh" or "yeah" while the agent talks is recorded but does not cancel its
+    # reply; off, it counts as an interruption like any words.
+    backchannels: bool = True
 
     @property
     def public_host(self) -> str:
@@ -128,13 +152,6 @@ class Settings:
     def deepgram_enabled(self) -> bool:
         return bool(self.deepgram_api_key)
 
-    # --- turn-taking ---
-    # MODEL_VAD: a speech model (Silero, from the `local` extra) confirms each onset and end of speech
-    # the energy VAD hears, so noise, music and the agent's own echo neither interrupt nor start a turn.
-    model_vad: bool = True
-    # BACKCHANNELS: an "uh-huh" or "yeah" while the agent talks is recorded but does not cancel its
-    # reply; off, it counts as an interruption like any words.
-    backchannels: bool = True
     @property
     def openai_enabled(self) -> bool:
         return bool(self.openai_api_key or self.openai_base_url)
@@ -142,6 +159,23 @@ class Settings:
     @property
     def elevenlabs_enabled(self) -> bool:
         return bool(self.elevenlabs_api_key)
+
+    @property
+    def language_codes(self) -> tuple[str, ...]:
+        """LANGUAGES as configured (validated at startup)."""
+        return parse_languages(self.languages)
+
+    @property
+    def call_languages(self) -> tuple[str, ...]:
+        """The languages calls may actually be held in with the engines configured: LANGUAGES on the
+        cloud path, English offline (providers/languages.py; `languages_note` says why)."""
+        return available(self.language_codes, deepgram=self.deepgram_enabled, llm=self.openai_enabled,
+                         elevenlabs=self.elevenlabs_enabled)[0]
+
+    @property
+    def languages_note(self) -> str:
+        return available(self.language_codes, deepgram=self.deepgram_enabled, llm=self.openai_enabled,
+                         elevenlabs=self.elevenlabs_enabled)[1]
 
     @property
     def twilio_rest_enabled(self) -> bool:
@@ -180,6 +214,12 @@ class Settings:
                 f"LATENCY_OPTIMIZATION_MODE must be one of {', '.join(LATENCY_MODES)}, "
                 f"not {self.latency_optimization_mode!r}"
             )
+        try:
+            parse_languages(self.languages)
+        except ValueError as exc:
+            raise ConfigError(f"LANGUAGES: {exc}") from None
+        if self.language_switch_min_words < 1:
+            raise ConfigError("LANGUAGE_SWITCH_MIN_WORDS must be at least 1")
         if self.whisper_model not in WHISPER_MODELS:
             raise ConfigError(f"WHISPER_MODEL must be one of {', '.join(WHISPER_MODELS)}, not {self.whisper_model!r}")
         parts = urlsplit(self.public_url)

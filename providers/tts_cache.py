@@ -3,7 +3,8 @@
 The dialog's fixed prompts (the greeting, "what day works for you?", the goodbye) are the same text
 on every call: render them once, at startup for the known ones, and every later call starts them
 with no TTS wait. Only short texts are kept, in an LRU bounded by bytes, keyed by the text exactly
-(a different voice or engine is a different cache).
+and the call's language (a different voice or engine is a different cache): "No." is not said the same
+way by the Spanish voice, so a call in another language has its own entries (`cache_key`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import AsyncIterator
 
-from providers.base import CallInfo, TextToSpeech, TtsStream
+from providers.base import CallInfo, SpokenLanguage, TextToSpeech, TtsStream
 
 MAX_CACHED_TEXT_CHARS = 160  # longer texts are LLM prose, unlikely to repeat word for word
 MAX_CACHE_BYTES = 4 * 1024 * 1024  # ~9 minutes of 8 kHz mu-law: every fixed prompt (~1 minute) and common phrases
+
+
+def cache_key(text: str, language: str) -> str:
+    """English texts are keyed by themselves (as they always were); another language's carry its code."""
+    return text if language == "en" else f"{language}\x00{text}"
 
 
 class RenderedAudioCache:
@@ -59,25 +65,29 @@ class CachedTts:
         self.name = inner.name
 
     def open_stream(self, call: CallInfo) -> "CachedStream":
-        return CachedStream(self.inner.open_stream(call), self.cache)
+        return CachedStream(self.inner.open_stream(call), self.cache, call.language)
 
-    async def prerender(self, texts: list[str]) -> None:
-        stream = self.inner.open_stream(CallInfo("prerender", "prerender"))
+    async def prerender(self, texts: list[str], language: str = "en") -> None:
+        spoken = SpokenLanguage(language)
+        stream = self.inner.open_stream(CallInfo("prerender", "prerender", language=spoken))
         try:
             for text in texts:
-                if text not in self.cache:
-                    self.cache.put(text, b"".join([chunk async for chunk in stream.synthesize(text)]))
+                key = cache_key(text, language)
+                if key not in self.cache:
+                    self.cache.put(key, b"".join([chunk async for chunk in stream.synthesize(text)]))
         finally:
             await stream.close()
 
 
 class CachedStream:
-    def __init__(self, inner: TtsStream, cache: RenderedAudioCache) -> None:
+    def __init__(self, inner: TtsStream, cache: RenderedAudioCache, language: SpokenLanguage | None = None) -> None:
         self._inner = inner
         self._cache = cache
+        self._language = language or SpokenLanguage()  # the call's, read at each sentence
 
     async def synthesize(self, text: str) -> AsyncIterator[bytes]:
-        cached = self._cache.get(text)
+        key = cache_key(text, self._language.code)
+        cached = self._cache.get(key)
         if cached is not None:
             yield cached
             return
@@ -85,7 +95,7 @@ class CachedStream:
         async for chunk in self._inner.synthesize(text):
             parts.append(chunk)
             yield chunk
-        self._cache.put(text, b"".join(parts))
+        self._cache.put(key, b"".join(parts))
 
     async def close(self) -> None:
         await self._inner.close()
