@@ -195,3 +195,4 @@ async def test_elevenlabs_flapping_moves_the_call_to_the_http_engine(emulators):
     assert 2 <= len(sockets) <= 4 and http, (len(sockets), len(http))
     assert all(s["closed_by"] == "server-drop" for s in sockets)
     assert breaker == "open", breaker  # its drops were counted: new calls skip the socket
+    assert "ElevenLabs socket dropped" in logs
