@@ -44,6 +44,7 @@ ECHO_TAPS = 32
 # finds near-zero weights and leaves the inbound audio as it was.
 MIN_CORRELATION = 0.05
 _SILENCE = mulaw.SILENCE_BYTE
+_FRAME = 160  # 20 ms: the unit in which the residual replaces the inbound audio
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,20 @@ def cancel_echo(inbound: np.ndarray, reference: np.ndarray, max_lag: int, taps: 
     weights = np.linalg.solve(gram, basis.T @ x)
     echo = basis @ weights
     residual = x - echo
+    # Frame by frame, keep the residual only where taking the estimate out lowered the energy. Where the
+    # inbound audio is quiet or is something else (a door, a tone), a least-squares fit over the whole
+    # window still puts a little of the reference there, and subtracting it would add the agent's voice
+    # to a frame that had none: a speech model would then hear speech in a cough.
+    frames = n // _FRAME
+    if frames:
+        xs = x[: frames * _FRAME].reshape(frames, _FRAME)
+        rs = residual[: frames * _FRAME].reshape(frames, _FRAME)
+        worse = np.einsum("ij,ij->i", rs, rs) >= np.einsum("ij,ij->i", xs, xs)
+        rs[worse] = xs[worse]
+    if n % _FRAME:
+        tail = slice(frames * _FRAME, n)
+        if np.dot(residual[tail], residual[tail]) >= np.dot(x[tail], x[tail]):
+            residual[tail] = x[tail]
     r_energy = float(np.dot(residual, residual))
     erle = 10.0 * np.log10(x_energy / max(r_energy, 1e-9))
     out = np.clip(np.round(residual), -32768, 32767).astype(np.int16)

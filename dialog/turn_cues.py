@@ -55,13 +55,25 @@ _COMPLETE_ENDINGS = (
 _WORD = re.compile(r"[a-z']+|\d+")
 
 
+_HUM = re.compile(r"[mh]*m[mh]*")  # "mm", "mmm", "hmm", "mhm", "mmhmm": a hum, however it is spelled
+
+
 def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower().replace("-", " "))
 
 
+def _ack_words(text: str) -> list[str]:
+    """Words with hums spelled one way ("MMM." and "Mm-hmm" are "mm"), letters held long squashed."""
+    out = []
+    for word in _words(text):
+        word = re.sub(r"(.)\1{2,}", r"\1\1", word)  # "yeahhh" -> "yeahh", "okkk" -> "okk"
+        out.append("mm" if _HUM.fullmatch(word) else word)
+    return out
+
+
 def is_backchannel(text: str) -> bool:
     """An acknowledgement that asks the agent to go on, not a turn of its own."""
-    words = _words(text)
+    words = _ack_words(text)
     if not words or len(words) > MAX_BACKCHANNEL_WORDS or "?" in text:
         return False
     phrase = " ".join(words)

@@ -74,3 +74,17 @@ def test_the_agents_echo_is_not_speech_once_taken_out_but_the_caller_is(detector
     both = detector.analyze(mulaw.encode(np.clip(mixed, -32768, 32767).astype(np.int16)), reference, max_lag)
     assert both.echo_erle_db > 0.0  # the echo, a small part of the energy under the caller, came out
     assert speech_windows(both) >= 5  # well past an onset's 3 windows
+
+
+@pytest.mark.parametrize("clip", ["door", "thud", "clatter", "busy_tone", "ringback_twinkle", "burp"])
+def test_a_noise_while_the_agent_talks_is_not_made_speech_by_the_echo_removal(detector, piper, recordings, clip):
+    """No echo on this line: the agent's audio is only the reference. A least-squares fit of it to a door
+    slam must not put the agent's voice into the residual (it once did, and the model heard speech)."""
+    agent = piper.synthesize_mulaw("Sure, I can help you book that. Which day would suit you best?")
+    max_lag = 400 * 8
+    noise = recordings.audio(clip)[:4000]
+    inbound = mulaw.silence(2400) + noise + mulaw.silence(800)
+    start = max_lag + 4000
+    reference = agent[start - max_lag:start + len(inbound)]
+    analysis = detector.analyze(inbound, reference, max_lag)
+    assert speech_windows(analysis) == 0, analysis.probabilities
