@@ -217,6 +217,8 @@ class _Index:
     def __init__(self, language: str, passages: list[Passage]) -> None:
         import bm25s
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # a debug line per index step is not the call log's
+
         self.language = language
         self.passages = passages
         an = analyzer(language)

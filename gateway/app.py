@@ -24,6 +24,7 @@ from dialog.latency import LatencySuite, ResponseCache
 from dialog.llm_responder import LlmResponder
 from dialog.machine import Conversation, DialogSettings
 from dialog.responder import Responder, RuleResponder
+from dialog.summary import CallMemory
 from dialog.store import Store
 from gateway import auth, dashboard, eager_tasks, metrics, tracing, twiml
 from gateway.call import CLOSE_BUSY, CLOSE_FORBIDDEN, CLOSE_NOT_READY, CLOSE_RESTARTING, CallServices, MediaCall
@@ -145,8 +146,9 @@ class Gateway:
                                     switch_min_words=self.settings.language_switch_min_words)
             if snapshot is None:
                 rules.conversation.language = language.default  # a new call greets in the default language
+            memory = CallMemory(self.settings.history_recent_chars, self.settings.history_summary_chars)
             return LlmResponder(rules, self.engines.llms, self.latency, business=self.dialog_settings.business_name,
-                                language=language, spoken=call.language)
+                                language=language, spoken=call.language, memory=memory)
         return rules
 
     async def startup(self) -> None:
@@ -156,6 +158,8 @@ class Gateway:
                         "this URL can place calls through it. Never run like this in production.")
         elif not settings.twilio_auth_token:
             log.warning("TWILIO_AUTH_TOKEN is not set: Twilio signatures cannot be checked (local development only)")
+        if settings.languages_note:  # LANGUAGES asks for more than the engines can do (offline: English)
+            log_event(log, settings.languages_note, logging.WARNING, languages=settings.languages)
         await self.shared.start()
         # The LLM request's body goes out in the loop turn that sends its headers (eager_tasks).
         eager_tasks.install(asyncio.get_running_loop())
@@ -219,10 +223,10 @@ class Gateway:
         for role in ("stt", "llm", "tts"):
             if described[role]:
                 metrics.ENGINE_READY.labels(role, str(described[role])).set(1 if self.engines.ready else 0)
-        for language in self.settings.call_languages:  # every call language's prompts play with no TTS wait
-            await self.engines.prerender(fixed_prompt_sentences(self.dialog_settings, language), language)
-        if self.settings.languages_note:
-            log_event(log, self.settings.languages_note, logging.WARNING, languages=self.settings.languages)
+        # Every call language's prompts play with no TTS wait; the languages side by side (a stream each).
+        await asyncio.gather(*(self.engines.prerender(fixed_prompt_sentences(self.dialog_settings, language), language)
+                               for language in self.settings.call_languages))
+
         log_event(log, "engines ready" if self.engines.ready else "engines not ready", **self.engines.describe())
 
     async def shutdown(self) -> None:

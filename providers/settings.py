@@ -82,6 +82,11 @@ class Settings:
     # KNOWLEDGE_DIR: a folder of Markdown or text files with the business's facts; callers' questions
     # are answered from them (dialog.knowledge). Empty: no knowledge base.
     knowledge_dir: str = ""
+    # A long call's LLM prompt (dialog/summary.py): this much of the latest conversation verbatim (~500
+    # tokens: the last three or four exchanges), and everything older in a summary of at most
+    # HISTORY_SUMMARY_CHARS (~170 tokens), so the sixtieth turn's first token is as fast as the first's.
+    history_recent_chars: int = 2000
+    history_summary_chars: int = 700
 
     # --- behaviour ---
     latency_optimization_mode: str = "enabled"
@@ -218,6 +223,8 @@ class Settings:
             parse_languages(self.languages)
         except ValueError as exc:
             raise ConfigError(f"LANGUAGES: {exc}") from None
+        if self.history_recent_chars < 200 or self.history_summary_chars < 100:
+            raise ConfigError("HISTORY_RECENT_CHARS must be at least 200 and HISTORY_SUMMARY_CHARS at least 100")
         if self.language_switch_min_words < 1:
             raise ConfigError("LANGUAGE_SWITCH_MIN_WORDS must be at least 1")
         if self.whisper_model not in WHISPER_MODELS:
