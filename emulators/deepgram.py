@@ -584,6 +584,7 @@ class ListenSocket:
         try:
             hints = tuple(v for k, v in parse_qsl(self.ws.scope.get("query_string", b"").decode("latin-1"))
                           if k == "language_hint")  # the SDK sends one parameter per hint
+            self.record["language_hint"] = list(hints)
             options = ListenOptions.from_query(self.query, dg, hints)
         except ValueError as exc:
             return await self._deny(400, "Bad Request", f"invalid query parameter: {exc}")
