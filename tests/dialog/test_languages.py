@@ -147,3 +147,23 @@ async def test_the_dialog_follows_a_caller_into_spanish_and_back(emu: EmulatorSe
         assert re.search(r"Tuesday, November 24th at 3 pm", said), said
     finally:
         await llm.aclose()
+
+
+async def test_a_caller_in_a_language_not_supported_hears_one_sentence_in_the_default_one(emu: EmulatorServer) -> None:
+    llm = OpenAiLlm(Settings(openai_api_key="sk-test", openai_base_url=emu.url + "/v1"))
+    spoken = SpokenLanguage()
+    conv = Conversation(SETTINGS, None, call_sid="CA1")
+    rules = RuleResponder(conv, lambda: NOW, restore=lambda s: Conversation.restore(s, SETTINGS, None))
+    responder = LlmResponder(rules, [GuardedLlm(llm, CircuitBreaker("primary"))], LatencySuite(mode="enabled"),
+                             language=CallLanguage(ALL), spoken=spoken)
+    try:
+        async for _ in responder.reply(StartReply(0, None, ())):
+            pass
+        pieces = responder.reply(StartReply(1, "Eu queria marcar uma consulta", (), language="pt"))
+        said = "".join([p async for p in pieces if not isinstance(p, ReplyEnd)])
+        assert said == ("Sorry, I can only speak English, Spanish, French, German and Italian. "
+                        "Would you like to book an appointment?")
+        assert spoken.code == "en"
+        assert not [r for r in emu.log.openai if r["path"].endswith("/chat/completions")]  # no request for it
+    finally:
+        await llm.aclose()
