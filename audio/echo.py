@@ -42,9 +42,10 @@ ECHO_TAPS = 32
 # Low on purpose: while the caller talks over the echo (double talk) the correlation with the whole
 # inbound audio drops to 0.1-0.3, and the echo must still come out; a fit to an unrelated reference
 # finds near-zero weights and leaves the inbound audio as it was.
-MIN_CORRELATION = 0.05
+MIN_CORRELATION = 0.1
 _SILENCE = mulaw.SILENCE_BYTE
 _FRAME = 160  # 20 ms: the unit in which the residual replaces the inbound audio
+_FRAME_REDUCTION = 0.5  # ...where it holds at most this share of the frame's energy (3 dB down)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,19 +154,21 @@ def cancel_echo(inbound: np.ndarray, reference: np.ndarray, max_lag: int, taps: 
     weights = np.linalg.solve(gram, basis.T @ x)
     echo = basis @ weights
     residual = x - echo
-    # Frame by frame, keep the residual only where taking the estimate out lowered the energy. Where the
-    # inbound audio is quiet or is something else (a door, a tone), a least-squares fit over the whole
-    # window still puts a little of the reference there, and subtracting it would add the agent's voice
-    # to a frame that had none: a speech model would then hear speech in a cough.
+    # Frame by frame, keep the residual only where taking the estimate out removed at least half the
+    # energy: there the agent's echo was most of what came in. Where the inbound audio is quiet or is
+    # something else (a door, a tone), a least-squares fit over the whole window still puts a little of
+    # the reference there, and subtracting it would add the agent's voice to a frame that had none: a
+    # speech model would then hear speech in a cough. Where the caller talks over the echo, their voice
+    # is most of the energy and stays as it came (the model hears them either way).
     frames = n // _FRAME
     if frames:
         xs = x[: frames * _FRAME].reshape(frames, _FRAME)
         rs = residual[: frames * _FRAME].reshape(frames, _FRAME)
-        worse = np.einsum("ij,ij->i", rs, rs) >= np.einsum("ij,ij->i", xs, xs)
-        rs[worse] = xs[worse]
+        kept = np.einsum("ij,ij->i", rs, rs) > _FRAME_REDUCTION * np.einsum("ij,ij->i", xs, xs)
+        rs[kept] = xs[kept]
     if n % _FRAME:
         tail = slice(frames * _FRAME, n)
-        if np.dot(residual[tail], residual[tail]) >= np.dot(x[tail], x[tail]):
+        if np.dot(residual[tail], residual[tail]) > _FRAME_REDUCTION * np.dot(x[tail], x[tail]):
             residual[tail] = x[tail]
     r_energy = float(np.dot(residual, residual))
     erle = 10.0 * np.log10(x_energy / max(r_energy, 1e-9))

@@ -124,6 +124,10 @@ class VadConfig:
     # with a lag (rate x 2 s) inside the start margin, while a soft syllable or breath that
     # stays just under the start threshold for a moment barely moves it.
     floor_rise_ms: float = 2000.0
+    # Time constant of the ambient level: the line's average level while nobody speaks (frames under
+    # the start threshold), where the floor follows its quiet troughs. A babble or a TV sits about its
+    # ambient level; a caller's voice stands above it. 2 s, like the floor's rise.
+    ambient_ms: float = 2000.0
     # Starting floor. A little above min_level_dbfs: the first frames of a call are usually line
     # noise, so starting high avoids a false onset on a noisy line, the fast fall reaches a
     # quiet line's level within ~0.3 s, and normal speech clears it even before that.
@@ -146,6 +150,8 @@ class VadConfig:
             raise ValueError("stop_margin_db must not exceed start_margin_db (hysteresis)")
         if self.floor_fall_ms <= 0 or self.floor_rise_ms <= 0:
             raise ValueError("floor time constants must be > 0")
+        if self.ambient_ms <= 0:
+            raise ValueError("ambient_ms must be > 0")
         for name in ("min_speech_ms", "end_silence_ms", "max_utterance_ms", "steady_noise_ms"):
             if getattr(self, name) < self.frame_ms:
                 raise ValueError(f"{name} must be at least one frame")
@@ -208,6 +214,7 @@ class EnergyVad:
         # Per-frame smoothing coefficients of the exponential floor trackers.
         self._fall = 1.0 - math.exp(-frame_s * 1000.0 / config.floor_fall_ms)
         self._rise = 1.0 - math.exp(-frame_s * 1000.0 / config.floor_rise_ms)
+        self._ambient_coeff = 1.0 - math.exp(-frame_s * 1000.0 / config.ambient_ms)
         self._levels = np.empty(self._steady_frames, dtype=np.float64)  # guard's ring of levels
         # Ranks of the 10th and 90th percentile frame in the guard's window.
         decile = self._steady_frames // 10
@@ -219,6 +226,8 @@ class EnergyVad:
         cfg = self._config
         self._state = _State.IDLE
         self._floor = max(cfg.initial_floor_dbfs, cfg.min_level_dbfs)
+        self._ambient = self._floor
+        self._ambient_frames = 0  # quiet frames averaged so far: the first second is a plain mean
         self._pending = _NO_SAMPLES  # partial frame awaiting more samples
         self._position = 0  # samples received
         self._analysed = 0  # samples analysed (whole frames)
@@ -227,6 +236,7 @@ class EnergyVad:
         self._utt_start = 0
         self._last_voiced = 0
         self._last_unvoiced = 0
+        self._last_strong = 0
         self._utt_frames = 0
 
     @property
@@ -241,6 +251,11 @@ class EnergyVad:
     @property
     def noise_floor_dbfs(self) -> float:
         return self._floor
+
+    @property
+    def ambient_dbfs(self) -> float:
+        """The line's average level (dBFS, averaged in dB) over the recent frames nobody spoke in."""
+        return self._ambient
 
     @property
     def position(self) -> int:
@@ -263,17 +278,28 @@ class EnergyVad:
             return 0
         return self._analysed - max(self._last_unvoiced, self._utt_start)
 
+    @property
+    def last_strong(self) -> int:
+        """Absolute sample position of the end of the last frame of the current utterance that stood out
+        from the floor by the start margin."""
+        return self._last_strong
+
+    @property
+    def weak_run(self) -> int:
+        """Samples since the current utterance last had a frame above the *start* threshold. Once the
+        caller stops, a noise that hovers about the stop threshold (distant babble) can keep the
+        utterance open indefinitely; a long weak run is the sign to ask another detector."""
+        if self._state is not _State.SPEAKING:
+            return 0
+        return self._analysed - self._last_strong
+
     def end_utterance(self) -> None:
         """End the utterance in progress now, on another detector's word (a speech model heard the
-        caller stop under a noise the energy alone cannot see past). The floor moves up to the quiet end
-        of the recent levels, so the noise that held the utterance open does not start another one."""
-        if self._state is not _State.SPEAKING:
-            return
-        filled = min(self._utt_frames, self._steady_frames)
-        if filled:
-            recent = np.sort(self._levels[:filled]) if filled < self._steady_frames else np.sort(self._levels)
-            self._floor = max(self._config.min_level_dbfs, float(recent[len(recent) // 10]))
-        self._state = _State.IDLE
+        caller stop under a noise the energy alone cannot see past). The floor stays where it was: a
+        noise that starts the next onset is judged by that detector again, and a caller who was only
+        speaking softly is not put under a raised floor."""
+        if self._state is _State.SPEAKING:
+            self._state = _State.IDLE
 
     def process(self, samples: npt.NDArray[np.int16]) -> list[VadEvent]:
         """Feed int16 samples (any length); returns the events they completed, in order."""
@@ -326,6 +352,8 @@ class EnergyVad:
             voiced = level > floor + cfg.stop_margin_db
             if voiced:
                 self._last_voiced = frame_end
+                if level > floor + cfg.start_margin_db:
+                    self._last_strong = frame_end
             else:
                 self._last_unvoiced = frame_end
             if level < floor:  # while speaking the floor may only fall
@@ -368,10 +396,16 @@ class EnergyVad:
                 events.append(SpeechStarted(self._onset_start, frame_end))
             return
         self._state = _State.IDLE  # an unconfirmed onset that dipped was a click or a burst
+        # A plain running mean over the first frames, so the ambient level is the line's own within a
+        # fraction of a second (a caller in a café from the first frame), then the slow average.
+        self._ambient_frames += 1
+        coeff = max(self._ambient_coeff, 1.0 / self._ambient_frames)
+        self._ambient += (max(level, cfg.min_level_dbfs) - self._ambient) * coeff
         coeff = self._fall if level < floor else self._rise
         self._floor = max(cfg.min_level_dbfs, floor + (level - floor) * coeff)
 
     def _begin_utterance(self, start: int) -> None:
         self._state = _State.SPEAKING
         self._utt_start = start
+        self._last_strong = self._analysed
         self._utt_frames = 0

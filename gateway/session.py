@@ -107,6 +107,15 @@ class SessionSettings:
     uncertain_probability: float = 0.3
     onset_recheck_ms: int = 60
     onset_decide_ms: int = 400
+    # Once the caller is speaking, speech windows this far under their own level do not keep their turn
+    # open: talkers in the background (a babble the model rightly hears as speech) sit about 10 dB
+    # under a caller at 10 dB SNR, their loudest windows nearer. Soft syllables of the caller's own fall that far too, so the end of
+    # speech under babble can come a syllable early; the STT still gets the tail (`tail_ms`).
+    caller_level_drop_db: float = 12.0
+    # An onset's speech windows must stand this far above the line's ambient level. A 6-talker babble's
+    # own peaks reach 5-6 dB over its average (at 5 dB, 30 s of it started a turn); a caller at 5 dB SNR
+    # has many windows past 6 dB (6 of 6 recordings detected at 5, 10 and 20 dB over that babble).
+    over_ambient_db: float = 6.0
     # Audio before an onset the model also sees: its recurrent state settles on the line's noise first.
     analysis_context_ms: int = 300
     # No answer from the model in this long (a stuck worker): the onset counts as speech, as without it.
@@ -190,6 +199,7 @@ class _Utterance:
     speech: bool | None = None  # None until the model answered
     speech_from: int = 0  # ring position its transcription starts at
     last_speech: int = 0  # where the model last heard speech in it
+    speech_level: float | None = None  # the caller's level in it (dBFS, median of its speech windows)
     request: int | None = None  # the AnalyzeSpeech in flight
     request_start: int = 0
     analysed_to: int = 0
@@ -415,9 +425,12 @@ class CallSession:
         if utt is None or ev.request_id != utt.request:
             return []  # an answer about an utterance that is over
         utt.request = None
-        voiced = self._vad.noise_floor_dbfs + self._vad.config.stop_margin_db
-        speech = [i for i, p in enumerate(ev.probabilities)
-                  if p >= self.settings.speech_threshold and (not ev.levels_dbfs or ev.levels_dbfs[i] > voiced)]
+        speech = self._speech_windows(utt, ev)
+        if speech and ev.levels_dbfs:
+            # The caller's level: the median of the speech windows, averaged over the looks at them (a
+            # running maximum would follow the loudest syllables and cut the soft ones).
+            level = sorted(ev.levels_dbfs[i] for i in speech)[len(speech) // 2]
+            utt.speech_level = level if utt.speech_level is None else (utt.speech_level + level) / 2.0
         if speech:
             utt.last_speech = max(utt.last_speech, utt.request_start + (speech[-1] + 1) * MODEL_WINDOW)
         actions: list[Action] = []
@@ -441,11 +454,33 @@ class CallSession:
         if utt.speech and self._vad.speaking and self._ring.total - utt.last_speech >= self._end_silence:
             # Something holds the VAD open, and the model has heard no speech for a whole end-of-speech
             # silence: the caller has finished.
+            # Where the caller stopped: the model's last speech window, or later, where the energy last
+            # stood out (the model is asked only when the VAD is held open, so its mark can be old), but
+            # not inside the silence the model just found.
+            end = max(utt.last_speech, min(self._vad.last_strong, self._ring.total - self._end_silence))
             self._vad.end_utterance()
-            return actions + self._on_speech_ended(SpeechEnded(utt.last_speech, "silence"), ev.now)
+            return actions + self._on_speech_ended(SpeechEnded(end, "silence"), ev.now)
         if self._vad.speaking and self._utt is utt:
             utt.next_check = ev.now + self.settings.recheck_ms / 1000.0
         return actions
+
+    def _speech_windows(self, utt: _Utterance, ev: SpeechAnalyzed) -> list[int]:
+        """The analysed windows that are the caller speaking: the model hears speech there, and the window
+        stands out from the line as a caller's voice does. Before an utterance is speech, that is the
+        energy VAD's start margin over the floor, and `over_ambient_db` over the line's ambient level (the
+        line's own murmur, a distant babble, sits about it); once it is, the window must also be within `caller_level_drop_db` of the caller's own
+        level, so talkers in the background are not taken for the caller going on."""
+        vad = self._vad
+        floor = vad.noise_floor_dbfs
+        if utt.speech:
+            least = floor + vad.config.stop_margin_db
+            if utt.speech_level is not None:
+                least = max(least, utt.speech_level - self.settings.caller_level_drop_db)
+        else:
+            least = max(floor + vad.config.start_margin_db, vad.ambient_dbfs + self.settings.over_ambient_db)
+        levels = ev.levels_dbfs
+        return [i for i, p in enumerate(ev.probabilities)
+                if p >= self.settings.speech_threshold and (not levels or levels[i] > least)]
 
     def _undecided(self, utt: _Utterance, speech: list[int], probabilities: tuple[float, ...]) -> bool:
         if self._ring.total - utt.onset >= self.settings.onset_decide_ms * SAMPLE_RATE // 1000:
@@ -466,13 +501,17 @@ class CallSession:
             # Speech the VAD follows on its own (it dips between words): nothing to ask yet.
             utt.next_check = now + self.settings.recheck_ms / 1000.0
             return []
-        start = max(self._ring.total - self._recheck_window, utt.start, self._ring.oldest)
+        # The recent audio, with the context an onset gets before it: the model's recurrent state, started
+        # cold in the middle of a sound, scores its tail as speech (a burp's did, at 0.94).
+        start = max(self._ring.total - self._recheck_window - self._context, utt.start, self._ring.oldest)
         return [self._analyze(utt, now, start)]
 
     def _vad_held_open(self, utt: _Utterance) -> bool:
         """The energy VAD may not see this utterance end by itself: it has stayed above its threshold for
-        `stuck_voiced_ms`, or the line is noisy and the utterance has lasted that long."""
-        if self._vad.voiced_run >= self._stuck:
+        `stuck_voiced_ms`; or nothing has stood out from the floor for an end-of-speech silence while
+        something still hovers about the threshold (a distant babble after the caller stopped); or the
+        line is noisy and the utterance has lasted `stuck_voiced_ms`."""
+        if self._vad.voiced_run >= self._stuck or self._vad.weak_run >= self._end_silence:
             return True
         noisy = self._vad.noise_floor_dbfs > self._vad.config.min_level_dbfs + NOISY_LINE_DB
         return noisy and self._ring.total - utt.onset >= self._stuck

@@ -1,0 +1,121 @@
+"""The call core with the real model VAD on real recordings, without sockets or real time: noise beds
+start no turn, a caller's voice under them does and ends where they stop, and noises while the agent
+talks do not stop it. The same decisions the media endpoint drives, with `SpeechDetector` answering
+each `AnalyzeSpeech` at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from audio import mulaw
+from dialog.events import (
+    AnalyzeSpeech, CallStarted, ReplyDelta, ReplyDone, SendClear, SpeechAnalyzed, SpeechAudio, SpeechDone, Synthesize,
+    TranscribeUtterance,
+)
+from gateway.session import CallSession, SessionSettings
+from loadgen.recordings import active_span, concat_with_pauses, loop_to, mix_at_snr, overlay
+
+pytest.importorskip("faster_whisper")
+
+NOISE_BEDS = ["babble_3", "babble_6", "crowd_applause", "traffic_truck", "moh_cold_day", "keyboard_typing",
+              "machine_3d_printer", "train_passby", "helicopter"]
+VOICES = ["allison_please_hold", "librivox_0880", "cards_001", "sphinx_go_forward", "allison_weasels",
+          "tidigits_2934z"]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from providers.speech_model import SpeechDetector, SpeechModel
+
+    return SpeechDetector(SpeechModel.shared())
+
+
+class ModelDriven:
+    """A session fed 20 ms frames on a simulated clock; the model answers every request at once."""
+
+    def __init__(self, detector) -> None:
+        self.session = CallSession(SessionSettings(model_vad=True))
+        self.detector = detector
+        self.now = 100.0
+        self.actions: list = []
+        self.feed(CallStarted(self.now, "CA1", "MZ1"))
+
+    def feed(self, event) -> list:
+        return self._carry(self.session.handle(event))
+
+    def _carry(self, actions: list) -> list:
+        out = []
+        while actions:
+            out += actions
+            answers = []
+            for action in actions:
+                if isinstance(action, AnalyzeSpeech):
+                    r = self.detector.analyze(action.audio, action.reference, action.max_lag)
+                    answers += self.session.handle(SpeechAnalyzed(self.now, action.request_id, r.probabilities,
+                                                                  r.levels_dbfs, r.echo_erle_db))
+            actions = answers
+        self.actions += out
+        return out
+
+    def play(self, audio: bytes) -> list:
+        out = []
+        for i in range(0, len(audio) - len(audio) % 160, 160):
+            self.now += 0.02
+            out += self._carry(self.session.audio(self.now, audio[i:i + 160]))
+        return out
+
+
+def utterances(actions: list) -> list[TranscribeUtterance]:
+    return [a for a in actions if isinstance(a, TranscribeUtterance)]
+
+
+@pytest.mark.parametrize("bed", NOISE_BEDS)
+def test_a_noise_bed_with_nobody_speaking_starts_no_turn(detector, recordings, bed):
+    d = ModelDriven(detector)
+    d.feed(ReplyDone(d.now, 0))  # a greeting with nothing to say: the line is the caller's
+    assert utterances(d.play(loop_to(recordings.audio(bed), 30.0))) == []
+
+
+@pytest.mark.parametrize("snr", [20, 10, 5])
+def test_a_voice_under_babble_is_heard_and_its_turn_ends(detector, recordings, snr):
+    """Six real voices under a six-talker babble: each is sent to the STT, in one utterance or two where
+    the speaker pauses, holding most of the voice, and the turn ends before the babble does (it goes on
+    3 s after the voice)."""
+    ended = 0
+    for voice in VOICES:
+        d = ModelDriven(detector)
+        d.feed(ReplyDone(d.now, 0))
+        speech = recordings.audio(voice)
+        clip = concat_with_pauses([speech], lead_ms=3000, tail_ms=3000)
+        mixed = mix_at_snr(clip, loop_to(recordings.audio("babble_6"), len(clip) / 8000), snr)
+        start = d.now
+        found: list[tuple[float, TranscribeUtterance]] = []
+        for i in range(0, len(mixed) - len(mixed) % 160, 160):
+            d.now += 0.02
+            found += [(d.now, u) for u in utterances(d._carry(d.session.audio(d.now, mixed[i:i + 160])))]
+        assert 1 <= len(found) <= 2, (voice, snr, len(found))
+        seconds = sum(len(u.audio) for _, u in found) / 8000
+        voiced = active_span(speech)
+        assert seconds >= 0.6 * (voiced[1] - voiced[0]), (voice, snr, seconds, voiced)
+        ended += found[-1][0] - start < len(mixed) / 8000 - 1.0
+    # Babble is speech, and at 10 dB and under its loudest talkers reach within the caller's own range:
+    # then it can hold a turn open (2 of the 6 at 10 and 5 dB when this was written; bench/turn_taking.py
+    # measures it on real calls). Most turns end with the voice.
+    assert ended >= len(VOICES) - 2, (snr, ended)
+
+
+# Not here: a car horn, whose harmonics Silero scores like a vowel (0.8); it stops the agent, and the
+# reply resumes when no words follow (tests/gateway/test_turn_taking.py shows the resume).
+@pytest.mark.parametrize("clip", ["door", "clatter", "burp", "laugh", "thud", "busy_tone", "ringback_twinkle",
+                                  "crowd_oooh", "metal_drop", "cash_till", "jackhammer", "ring_burst"])
+def test_a_noise_while_the_agent_talks_does_not_stop_it(detector, recordings, piper, clip):
+    d = ModelDriven(detector)
+    out = d.feed(ReplyDelta(d.now, 0, "Hi, thanks for calling the clinic. Would you like to book an appointment?"))
+    out += d.feed(ReplyDone(d.now, 0))
+    for action in [a for a in out if isinstance(a, Synthesize)]:
+        d.feed(SpeechAudio(d.now, 0, action.sentence, piper.synthesize_mulaw(action.text)))
+        d.feed(SpeechDone(d.now, 0, action.sentence))
+    line = overlay(mulaw.silence(8000 * 3), recordings.audio(clip), at_s=1.0)
+    out = d.play(line)
+    assert [a for a in out if isinstance(a, SendClear)] == [], clip
+    assert utterances(out) == []
