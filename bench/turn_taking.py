@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     label = args.label or ("main" if src == ROOT else src.name)
     version = tt.code_version(src)
     started = time.time()
+    load_start = os.getloadavg()[0]
     env = dict(item.split("=", 1) for item in args.gateway_env)
     if args.url:
         base = args.url.rstrip("/")
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         "label": label, "version": version,
         "started_utc": dt.datetime.fromtimestamp(started, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "duration_s": round(time.time() - started, 1), "concurrency": args.concurrency,
+        # The machine is shared: the 1-minute load average (2 cores) when the run started and ended.
+        "loadavg": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "command": shlex.join(["nice", "-n", str(os.nice(0))] if os.nice(0) else []) + (" " if os.nice(0) else "")
                    + shlex.join([Path(sys.executable).name, "bench/turn_taking.py", *(argv or sys.argv[1:])]),
         "quick": args.quick, "plan": tt.probe_plan(probes), "summary": summary, "calls": results,

@@ -464,7 +464,7 @@ def spawn_gateway(src: Path | None = None, env: dict[str, str] | None = None,
                   ready_timeout_s: float = 180.0) -> Iterator[Gateway]:
     """`python -m gateway serve` from `src` (default: this checkout) on a free port, on the offline default
     (no cloud keys), with its own database; stopped on exit. The venv's packages serve any tree."""
-    src = (src or ROOT).resolve()
+    src = Path(src or ROOT).resolve()
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="voicegate-turn-taking-"))
     full_env = {k: v for k, v in os.environ.items()

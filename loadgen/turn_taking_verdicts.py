@@ -135,6 +135,9 @@ def analyse(probe: ProbeView, report: CallReport, call: dict) -> dict[str, Any]:
                            "call_sid": report.call_sid, "error": report.error,
                            "clears": [round(c, 3) for c in wire.clears],
                            "stored": [{k: t.get(k) for k in STORED_FIELDS if k in t} for t in call.get("turns", [])]}
+    # Whisper's time per caller turn, from the stored timings: where a busy machine shows first.
+    out["stt_ms"] = [t["timings"]["stt_ms"] for t in call.get("turns", [])
+                     if (t.get("user_text") or "").strip() and (t.get("timings") or {}).get("stt_ms") is not None]
     if report.error:
         return out
     if any(p.kind != "silence" and t["speech_start"] is None for p, t in zip(probe.parts, wire.turns)):
@@ -308,8 +311,10 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures the issue asks for, from every probe's outcome (failed calls counted apart)."""
     ok = [r for r in results if not r.get("error")]
     by = {s: [r for r in ok if r["scenario"] == s] for s in SCENARIOS}
+    stt = [x for r in ok for x in r.get("stt_ms", [])]
     s: dict[str, Any] = {"calls": len(results), "failed_calls": len(results) - len(ok),
-                         "failures": [f"{r['label']}: {r['error']}" for r in results if r.get("error")][:10]}
+                         "failures": [f"{r['label']}: {r['error']}" for r in results if r.get("error")][:10],
+                         "stt_ms": {"p50": _pct(stt, 0.5), "p95": _pct(stt, 0.95), "n": len(stt)}}
     ns = by["nonspeech"]
     if ns:
         gaps = [r["gap_ms"] for r in ns if r.get("gap_ms") is not None]
@@ -477,6 +482,8 @@ def table_rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
     if cl:
         wer_s = "–" if cl["wer"] is None else f"{100 * cl['wer']:.1f} %"
         rows.append((f"clean speech WER ({cl['utterances']} utterances, {cl['words']} words)", wer_s, ""))
+    rows.append(("whisper's time per caller turn (stored timings), p50 / p95: how busy the machine was",
+                 _ms(s.get("stt_ms")), ""))
     rows.append(("calls (failed)", f"{s['calls']} ({s['failed_calls']})", ""))
     return rows
 
@@ -493,9 +500,11 @@ def markdown(runs: list[dict[str, Any]]) -> str:
         changed = (f"; {v['changed_files']} files changed in the tree"
                    + (f" ({', '.join(v['changed_product_files'][:8])})" if v["changed_product_files"] else "")
                    if v["changed_files"] else "")
+        load = run.get("loadavg")
+        load_s = f", load average {load[0]:.1f} at the start and {load[1]:.1f} at the end" if load else ""
         out.append(f"- **{run['label']}**: `{v['src']}` at `{v['commit']}` ({v['subject']}){changed}; "
-                   f"{run['started_utc']}, {run['duration_s'] / 60:.1f} min, concurrency {run['concurrency']}, "
-                   f"`{run['command']}`")
+                   f"{run['started_utc']}, {run['duration_s'] / 60:.1f} min, concurrency {run['concurrency']}"
+                   f"{load_s}, `{run['command']}`")
     out.append("")
     rows = [table_rows(summarize(r["calls"])) for r in runs]  # re-summarized: the definitions of today
     names = []

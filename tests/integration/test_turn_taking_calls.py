@@ -19,7 +19,9 @@ from loadgen.recordings import concat_with_pauses, fade, fetch
 from loadgen.simcaller import CallerTurn, CallReport, run_call
 from loadgen.turn_taking_verdicts import Wire, wer, words
 
-pytestmark = pytest.mark.timeout(300)
+# Each call takes seconds; the first test's setup may also fetch the recordings on a fresh machine (~80 MB
+# of Debian packages downloaded, checked and converted, with an apt-get update), hence the long bound.
+pytestmark = pytest.mark.timeout(900)
 
 RATE = 8000
 # A mark echoed this soon after a `clear` arrived was flushed by it (Twilio echoes every pending mark on
