@@ -30,6 +30,11 @@ The person follows a script of `CallerTurn`s. Each turn starts by one rule:
 - `barge_in_ms=N`: speak N ms after that reply started playing (barge-in tests).
 - `at_ms=N`: speak N ms after the `start` message, whatever is playing.
 
+A caller that reacts (`run_call(next_turn=...)`): after the script's turns, an async callback is asked
+for each next turn once the previous reply has played out (or timed out), with the `CallReport` so far
+(its `call_sid` and the turns spoken); it returns a `CallerTurn`, rendered then, or None to end the
+call. The booking benchmark's caller reads the agent's words there and chooses what to say.
+
 What a turn measures (times are `time.monotonic()` seconds; `TurnReport.to_json` shows them
 relative to the call's `start` message):
 
@@ -72,7 +77,7 @@ import wave
 from base64 import b64decode, b64encode
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Awaitable, Callable, Mapping, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
@@ -91,6 +96,7 @@ __all__ = [
     "CallReport",
     "CallerTurn",
     "LineConditions",
+    "NextTurn",
     "Playback",
     "TurnReport",
     "load_wav_mulaw",
@@ -655,6 +661,8 @@ class _Call:
             line.playback = self.playback
         self.greeting = TurnReport(index=-1, kind="greeting", rule="")
         self.reports = reports
+        # `run_call(next_turn=...)`: the next turn and its frames, or None; asked after the script.
+        self.improvise: Callable[[], Awaitable[tuple[CallerTurn, tuple[bytes, ...]] | None]] | None = None
         self.reply_turn = self.greeting  # the turn the next arriving audio answers
         self.audio_event = asyncio.Event()
         self.call_start = time.monotonic()  # replaced by the moment `start` is sent
@@ -878,18 +886,34 @@ class _Call:
     async def script(self) -> None:
         ref = self.greeting
         for i, (turn, frames) in enumerate(zip(self.turns, self.frames)):
-            report = self.reports[i]
-            await self._start_rule(i, turn, ref)
-            if turn.wait_ms:
-                await asyncio.sleep(turn.wait_ms / 1000)
-            if frames:
-                await self._speak(frames, report)
-                ref = report
-            elif turn.dtmf:
-                await self._dtmf(turn.dtmf, report)
-                ref = report
+            ref = await self._act(i, turn, frames, self.reports[i], ref)
+        while self.improvise is not None:
+            if ref is not self.greeting or self.wait_for_greeting:
+                await self._await_reply_done(ref)
+            chosen = await self.improvise()
+            if chosen is None:
+                break
+            turn, frames = chosen
+            report = TurnReport(index=len(self.reports), text=turn.text or turn.wav or turn.dtmf, kind=turn.kind,
+                                rule=turn.rule, call_start=self.call_start)
+            self.reports.append(report)
+            ref = await self._act(report.index, turn, frames, report, ref)
         self.turns_done = True
         await self._await_reply_done(ref)
+
+    async def _act(self, i: int, turn: CallerTurn, frames: tuple[bytes, ...], report: TurnReport,
+                   ref: TurnReport) -> TurnReport:
+        """One turn: its start rule, then its speech or digits. Returns the turn the next reply answers."""
+        await self._start_rule(i, turn, ref)
+        if turn.wait_ms:
+            await asyncio.sleep(turn.wait_ms / 1000)
+        if frames:
+            await self._speak(frames, report)
+            return report
+        if turn.dtmf:
+            await self._dtmf(turn.dtmf, report)
+            return report
+        return ref
 
     async def _start_rule(self, index: int, turn: CallerTurn, ref: TurnReport) -> None:
         if turn.at_ms is not None:
@@ -1015,6 +1039,10 @@ async def _sleep_until(t: float) -> None:
         await asyncio.sleep(delay)
 
 
+# The reacting caller's hook: the call so far -> the next turn, or None to end the call.
+NextTurn = Callable[["CallReport"], Awaitable["CallerTurn | None"]]
+
+
 async def run_call(
     url: str,
     turns: Sequence[CallerTurn],
@@ -1030,12 +1058,15 @@ async def run_call(
     speak: Callable[[str], bytes] | None = None,
     record_audio: bool = True,
     line: LineConditions | None = None,
+    next_turn: NextTurn | None = None,
 ) -> CallReport:
     """Place one simulated call and return what happened. Never raises for a failed call (only
     `CancelledError` passes through): a refused connection, a gateway error, a call that outlives
     `max_call_s` all come back as `CallReport.error`. `record_audio=False` keeps `heard` and
     `received` empty (timings are still measured) for large benchmarks. `line` adds a noise bed
-    and the phone's echo to what the caller sends (`LineConditions`).
+    and the phone's echo to what the caller sends (`LineConditions`). `next_turn` makes the caller
+    react: after `turns`, it is awaited once each reply has played out, for the next turn (None ends the
+    call); its turns are reported after the script's, in order.
     """
     call_sid = call_sid or "CA" + secrets.token_hex(16)
     stream_sid = stream_sid or "MZ" + secrets.token_hex(16)
@@ -1082,6 +1113,16 @@ async def run_call(
         record=record_audio,
         line=line_state,
     )
+    if next_turn is not None:
+        hook = next_turn
+
+        async def improvise() -> tuple[CallerTurn, tuple[bytes, ...]] | None:
+            turn = await hook(report)
+            if turn is None:
+                return None
+            return turn, (await _prepare([turn], speak))[0]
+
+        call.improvise = improvise
     tasks: list[asyncio.Task[None]] = []
     end: float | None = None
     try:

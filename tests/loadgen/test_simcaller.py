@@ -313,6 +313,48 @@ async def test_latency_is_speech_end_to_playback_start(fake_gateway) -> None:
     assert line["turn"] == 0 and line["text"] == "book me in" and line["clear_ms"] is None
 
 
+async def test_next_turn_is_chosen_after_each_reply_has_played_out(fake_gateway) -> None:
+    # a reacting caller (`next_turn`): one scripted turn, then two chosen as the call goes, then None
+    gw = await fake_gateway(greeting_ms=300, replies=[[(300, 0.0, "r1")], [(400, 0.0, "r2")], [(200, 0.0, "r3")]])
+    asked: list[tuple[float, int, float | None]] = []  # (when, turns so far, the last reply's start)
+
+    async def next_turn(report: simcaller.CallReport) -> CallerTurn | None:
+        last = report.turns[-1]
+        asked.append((time.monotonic(), len(report.turns), last.reply_start))
+        assert report.call_sid.startswith("CA")
+        if len(report.turns) == 3:
+            return None
+        return CallerTurn(text=f"line {len(report.turns)}", gap_ms=100)
+
+    report = await run_call(gw.url, [CallerTurn(text="scripted", gap_ms=100)], speak=tone_speak,
+                            reply_quiet_ms=300, next_turn=next_turn)
+    assert report.error is None and report.completed
+    assert [t.text for t in report.turns] == ["scripted", "line 1", "line 2"]
+    assert [t.index for t in report.turns] == [0, 1, 2] and {t.kind for t in report.turns} == {"speech"}
+    assert [n for _, n, _ in asked] == [1, 2, 3]  # after each reply, with the turns so far
+    for (when, _, reply_start), ms in zip(asked, (300, 400, 200)):
+        # asked once the reply had played (from its start) and the speaker was quiet for reply_quiet_ms
+        assert reply_start is not None and when >= reply_start + (ms + 300) / 1000 - 0.02
+    for turn in report.turns:
+        assert turn.speech_start is not None and turn.reply_start is not None and turn.latency_ms is not None
+    spoken = [t for t, m in gw.events_of("media") if b64decode(m["media"]["payload"]).count(0xFF) != 160]
+    assert spoken and len(gw.events_of("stop")) == 1  # the caller ended the call when the hook said so
+
+
+async def test_next_turn_without_a_script_starts_after_the_greeting(fake_gateway) -> None:
+    gw = await fake_gateway(greeting_ms=300, replies=[[(200, 0.0, "r1")]])
+    seen: list[int] = []
+
+    async def next_turn(report: simcaller.CallReport) -> CallerTurn | None:
+        seen.append(len(report.turns))
+        return None if report.turns else CallerTurn(text="hello", gap_ms=50)
+
+    report = await run_call(gw.url, [], speak=tone_speak, reply_quiet_ms=300, next_turn=next_turn)
+    assert report.error is None and seen == [0, 1]
+    assert report.greeting_latency_ms is not None and report.turns[0].reply_start is not None
+    assert report.turns[0].speech_start > report.turns[0].call_start + 0.3  # after the greeting played
+
+
 async def test_barge_in_clear_flushes_marks_and_cuts_heard_audio(fake_gateway) -> None:
     long_reply = [(1000, 0.0, "r1-s1"), (1000, 0.0, "r1-s2"), (1000, 0.0, "r1-s3")]
     gw = await fake_gateway(replies=[long_reply, [(300, 0.0, "r2")]], clear_on_speech=True)
