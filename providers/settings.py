@@ -132,7 +132,7 @@ class Settings:
     handover_wait_seconds: float = 10.0
     stt_workers: int = 2  # threads for local whisper: one per core
     # The offline STT model (WHISPER_MODEL): "tiny.en" (default) or "base" (extra `whisper-base`);
-    # README "Offline speech recognition" has both measured on the STT corpus.
+    # docs/understanding.md ("Offline speech recognition") has both measured on the STT corpus.
     whisper_model: str = "tiny.en"
     tts_workers: int = 2
     # --- turn-taking ---

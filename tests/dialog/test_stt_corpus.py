@@ -24,7 +24,7 @@ from tests.dialog.corpus.voices import BY_NAME, VOICES, Synthesizer
 CORPUS = load()
 ENTRIES = CORPUS["entries"]
 # The share of the corpus understood as the caller meant it, whisper's losses included (measured on
-# this corpus: README "Understanding what callers say"). A change to the extraction must not lower it.
+# this corpus: docs/understanding.md). A change to the extraction must not lower it.
 MIN_UNDERSTOOD_SHARE = 0.65
 
 

@@ -1,4 +1,4 @@
-"""The README's fault table (section Resilience), from what the fault tests measured.
+"""The fault table of docs/resilience.md, from what the fault tests measured.
 
 Every fault test (`test_faults.py`, `test_flapping.py`, `test_drain.py`, `test_redis_faults.py`,
 `test_store_faults.py`, `test_network.py`) saves one row per fault into `artifacts/faults.json` as it
