@@ -452,11 +452,16 @@ def code_version(src: Path) -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return ""
     changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    product = ("gateway", "dialog", "providers", "audio")
     return {"src": str(src), "commit": git("rev-parse", "--short", "HEAD"),
             "subject": git("log", "-1", "--format=%s")[:100],
+            # The last commit that changed the product (the call core, the dialog, the engines, the audio):
+            # what a before/after compares, whatever tool commits came after it.
+            "product_commit": git("log", "-1", "--format=%h", "--", *product),
+            "product_subject": git("log", "-1", "--format=%s", "--", *product)[:100],
             "changed_files": len(changed),
             "changed_product_files": sorted(f for f in changed
-                                            if f.split("/")[0] in ("gateway", "dialog", "providers", "audio"))}
+                                            if f.split("/")[0] in product)}
 
 
 @contextlib.contextmanager

@@ -471,7 +471,8 @@ def table_rows(s: dict[str, Any]) -> list[tuple[str, str, str]]:
     if sn:
         for snr, v in sn.items():
             wer_s = "–" if v["wer"] is None else f"{100 * v['wer']:.1f} %"
-            rows.append((f"speech under a noise bed at {snr} dB SNR: turn answered / WER",
+            rows.append((f"speech under a noise bed at {snr} dB SNR: turn answered / WER (a missed turn: all "
+                         f"its words)",
                          f"{_r(v['detected'])} / {wer_s}", ""))
     ec = s.get("echo")
     if ec:
@@ -502,7 +503,9 @@ def markdown(runs: list[dict[str, Any]]) -> str:
                    if v["changed_files"] else "")
         load = run.get("loadavg")
         load_s = f", load average {load[0]:.1f} at the start and {load[1]:.1f} at the end" if load else ""
-        out.append(f"- **{run['label']}**: `{v['src']}` at `{v['commit']}` ({v['subject']}){changed}; "
+        product = (f"; the product last changed in `{v['product_commit']}` ({v['product_subject']})"
+                   if v.get("product_commit") and v["product_commit"] != v["commit"] else "")
+        out.append(f"- **{run['label']}**: `{v['src']}` at `{v['commit']}` ({v['subject']}){product}{changed}; "
                    f"{run['started_utc']}, {run['duration_s'] / 60:.1f} min, concurrency {run['concurrency']}"
                    f"{load_s}, `{run['command']}`")
     out.append("")
@@ -512,7 +515,7 @@ def markdown(runs: list[dict[str, Any]]) -> str:
         for name, _, _ in rs:
             if name not in names:
                 names.append(name)
-    header = "| measure | " + " | ".join(r["label"] for r in runs) + " | target |"
+    header = "| measure | " + " | ".join(f"{r['label']} `{r['version']['commit']}`" for r in runs) + " | target |"
     out += [header, "|---|" + "---|" * len(runs) + "---|"]
     for name in names:
         cells, target = [], ""
@@ -521,7 +524,18 @@ def markdown(runs: list[dict[str, Any]]) -> str:
             cells.append(hit[0])
             target = target or hit[1]
         out.append(f"| {name} | " + " | ".join(cells) + f" | {target} |")
-    out.append("")
+    out += ["", LEGEND, ""]
     return "\n".join(out)
+
+
+LEGEND = """How to read it. Events, backchannels and barge-ins fall on the greeting ("Hi, thanks for calling the \
+clinic. Would you like to book an appointment?"), 500-1500 ms after its first audio played; their onset is the \
+clip's first active 20 ms frame as sent. A reply is *lost* when the stored turn is interrupted, its heard_text is \
+not its agent_text, or no audio followed the `clear`; *paused* is a `clear` whatever came after. A pause is \
+*premature* when reply audio reached the caller before the second half of the utterance ended. End of speech is \
+the last active frame of what the caller said. Noise beds are at the catalogue's level (-36 dBFS, 10 dB under \
+the voices); an SNR bed is set under the sentence's active level and plays for the whole call, greeting included. \
+Echo is what the caller's speaker played, fed back 60-150 ms late; a self-interruption is a `clear` while the \
+caller was silent (2 s after their speech allowed), per agent reply."""
 
 

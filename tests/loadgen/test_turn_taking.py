@@ -272,7 +272,7 @@ def test_summary_and_table_put_runs_side_by_side() -> None:
     run = {"version": version, "started_utc": "2026-12-07 12:00 UTC", "duration_s": 60, "concurrency": 3,
            "command": "python bench/turn_taking.py", "calls": calls}
     md = markdown([{**run, "label": "before"}, {**run, "label": "after"}])
-    assert "| measure | before | after | target |" in md
+    assert "| measure | before `abc` | after `abc` | target |" in md
     assert "| non-speech during the reply: `clear` sent (false barge-in) | 1/2 (50 %) | 1/2 (50 %) | ≤ 5 % |" in md
     assert "700 ms mid-utterance pause" in md and "calls (failed) | 4 (1) | 4 (1)" in md
 
