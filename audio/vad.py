@@ -249,6 +249,11 @@ class EnergyVad:
         return self._state is _State.SPEAKING
 
     @property
+    def onset_pending(self) -> bool:
+        """A sound stands out from the floor but is not yet long enough to be speech (or a click)."""
+        return self._state is _State.ONSET
+
+    @property
     def noise_floor_dbfs(self) -> float:
         return self._floor
 

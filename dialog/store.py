@@ -122,6 +122,7 @@ CREATE TABLE IF NOT EXISTS turns (
     heard_text  TEXT NOT NULL DEFAULT '',
     interrupted INTEGER NOT NULL DEFAULT 0,
     dtmf        TEXT NOT NULL DEFAULT '',
+    backchannel INTEGER NOT NULL DEFAULT 0,  -- an acknowledgement said while the agent talked: not answered
     timings     TEXT NOT NULL DEFAULT '{}',
     at          REAL
 );
@@ -198,6 +199,7 @@ class _Connection:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")  # durable across app crashes in WAL mode
                 db.executescript(_SCHEMA)
+                _add_missing_columns(db)
             except BaseException:
                 db.close()
                 raise
@@ -433,10 +435,11 @@ class Store:
         timings = json.dumps(turn.get("timings") or {}, default=str)  # never lose a turn to a bad value
         self._write(call_sid,
                     "INSERT INTO turns (call_sid, turn_id, user_text, agent_text, heard_text, interrupted, dtmf, "
-                    "timings, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "backchannel, timings, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (call_sid, turn.get("turn_id"), str(turn.get("user_text") or ""),
                      str(turn.get("agent_text") or ""), str(turn.get("heard_text") or ""),
-                     int(bool(turn.get("interrupted"))), str(turn.get("dtmf") or ""), timings, turn.get("at")))
+                     int(bool(turn.get("interrupted"))), str(turn.get("dtmf") or ""),
+                     int(bool(turn.get("backchannel"))), timings, turn.get("at")))
 
     def end_call(self, call_sid: str, ended_at: float, reason: str) -> None:
         self._write(call_sid, "UPDATE calls SET ended_at = ?, end_reason = ? WHERE call_sid = ?",
@@ -468,10 +471,24 @@ def _booking(row: sqlite3.Row) -> Booking:
                    datetime.fromisoformat(row["created_at"]))
 
 
+# Columns added since the first schema, with their definitions: a store written by an older version
+# gains them when opened (CREATE TABLE IF NOT EXISTS leaves an existing table as it is).
+_ADDED_COLUMNS = {"turns": {"backchannel": "INTEGER NOT NULL DEFAULT 0"}}
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        for name, definition in columns.items():
+            if name not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+
+
 def _turn_dict(row: sqlite3.Row) -> dict[str, Any]:
     turn = dict(row)
     del turn["id"], turn["call_sid"]
     turn["interrupted"] = bool(turn["interrupted"])
+    turn["backchannel"] = bool(turn["backchannel"])
     turn["timings"] = json.loads(turn["timings"])
     return turn
 

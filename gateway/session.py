@@ -279,7 +279,11 @@ class CallSession:
         """When the core next needs a `Tick`, if nothing else happens before."""
         # Called after every event (50 a second per call): plain comparisons, no temporary lists.
         reply = self._reply
-        due = self._pacer.next_deadline() if reply is None or reply.playback is Playback.PLAYING else None
+        due = None
+        if reply is None or (reply.playback is Playback.PLAYING and not self._first_frames_held(reply)):
+            # (While a new reply's first frames wait for a sound to be judged, the caller's next frame or
+            # the model's answer lets them go: no wake-up of their own, so no busy wake-ups meanwhile.)
+            due = self._pacer.next_deadline()
         for t in (self._finish_deadline, self._watchdog_deadline(), self._hold_until):
             if t is not None and (due is None or t < due):
                 due = t
@@ -834,9 +838,19 @@ class CallSession:
                 self._mark_names[name] = (reply.turn_id, sentence)
                 self._pacer.push_mark(name)
 
+    def _first_frames_held(self, reply: _Reply) -> bool:
+        """A new reply's first frames wait while a sound the caller has just started is being judged (the
+        energy VAD's onset, then the model's verdict). If it is speech the caller is going on after a
+        pause, and the reply is dropped before they hear any of it, the two parts answered together;
+        released a moment early, it would be a reply spoken over them."""
+        if reply.audible:
+            return False
+        utt = self._utt
+        return self._vad.onset_pending or (utt is not None and utt.speech is None)
+
     def _poll(self, now: float) -> list[Action]:
         reply = self._reply
-        if reply is not None and reply.playback is not Playback.PLAYING:
+        if reply is not None and (reply.playback is not Playback.PLAYING or self._first_frames_held(reply)):
             return []  # held or stopped: nothing more goes out until it is decided
         actions: list[Action] = []
         plays_from = max(self._pacer.playout_end, now)

@@ -306,3 +306,30 @@ def test_booking_at(store: Store) -> None:
     assert store.booking_at(FRI_3PM) is None
     booking = store.book(FRI_3PM, "CA1", "+1555", created_at=NOW)
     assert store.booking_at(FRI_3PM) == booking
+
+
+def test_a_backchannel_turn_is_stored_as_one(tmp_path):
+    store = Store(str(tmp_path / "v.db"))
+    store.start_call("CA1", "MZ1", "+15550001111", "inbound", 1.0)
+    store.add_turn("CA1", {"turn_id": 1, "user_text": "Uh-huh.", "backchannel": True, "timings": {}, "at": 2.0})
+    store.add_turn("CA1", {"turn_id": 2, "user_text": "Tuesday", "timings": {}, "at": 3.0})
+    turns = store.get_call("CA1")["turns"]
+    assert [t["backchannel"] for t in turns] == [True, False]
+
+
+def test_a_store_from_before_backchannels_gains_the_column(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path)
+    db.executescript("""CREATE TABLE turns (id INTEGER PRIMARY KEY AUTOINCREMENT, call_sid TEXT NOT NULL,
+        turn_id INTEGER, user_text TEXT NOT NULL DEFAULT '', agent_text TEXT NOT NULL DEFAULT '',
+        heard_text TEXT NOT NULL DEFAULT '', interrupted INTEGER NOT NULL DEFAULT 0, dtmf TEXT NOT NULL DEFAULT '',
+        timings TEXT NOT NULL DEFAULT '{}', at REAL);
+        INSERT INTO turns (call_sid, turn_id, user_text) VALUES ('CA0', 1, 'hello');""")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.get_call("CA0")["turns"][0]["backchannel"] is False
+    store.add_turn("CA0", {"turn_id": 2, "user_text": "yeah", "backchannel": True, "timings": {}})
+    assert [t["backchannel"] for t in store.get_call("CA0")["turns"]] == [False, True]
