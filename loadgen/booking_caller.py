@@ -35,7 +35,8 @@ The policy, per call (`plan_calls` draws it, seeded):
   states a day or time it holds that is not what the caller said ("Great, Tuesday, December 8th. What
   time works for you?" when it said the 9th), the answer carries both, the wrong one corrected. "Would
   you like to book an appointment?" gets the opening (again, in other words). Anything else (words it
-  cannot place) gets the whole request restated: "I'd like to book Tuesday at half past two, please."
+  cannot place, or no reply at all to its last line) gets the whole request restated: "I'd like to book
+  Tuesday at half past two, please."
 - It hangs up after `MAX_LINES` lines without a booking (counted as a failed call).
 
 A Persona may speak in `allison` words: Allison Smith's recorded prompt words (loadgen.recordings:
