@@ -1,7 +1,8 @@
-"""Test support: free ports, and the real gateway started as a subprocess on 127.0.0.1."""
+"""Test support: free ports, the real gateway as a subprocess on 127.0.0.1, and polling until a check holds."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -14,13 +15,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from loadgen.bench import free_port, stop_process  # noqa: F401  (the benchmarks' helpers serve the tests too)
 
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 120  # model loading on a cold, busy 2-core CI machine
+POLL_S = 0.1  # `eventually`'s checks mostly ask the gateway, which allows 20 requests/s per client
 
 
 @dataclass
@@ -174,3 +176,15 @@ def run_redis() -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         stop_process(process)
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float, poll_s: float = POLL_S) -> Any:
+    """Poll `check` (blocking HTTP, so off the event loop the calls run on) until it is truthy; its result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await asyncio.to_thread(check)
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(poll_s)

@@ -32,7 +32,7 @@ import re
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -40,7 +40,7 @@ from loadgen.simcaller import CallerTurn, CallReport, run_call
 from providers.deepgram_stt import RESULT_TIMEOUT_SECONDS
 from providers.elevenlabs_tts import FIRST_BYTE_TIMEOUT_SECONDS
 from providers.openai_llm import BETWEEN_TOKENS_TIMEOUT_SECONDS, FIRST_TOKEN_TIMEOUT_SECONDS
-from tests.support import ROOT, RunningEmulators, RunningGateway, run_emulators, run_gateway
+from tests.support import ROOT, RunningEmulators, RunningGateway, eventually, run_emulators, run_gateway
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -68,7 +68,6 @@ TTS_STALL_BOUND_S = FIRST_BYTE_TIMEOUT_SECONDS + 3.0
 CALL_LIMIT_S = 120  # one simulated call, at most (a healthy one takes ~15 s)
 CONSUME_TIMEOUT_S = 45.0  # the faulty call reaches the fault (its first turn) within this
 SETTLE_TIMEOUT_S = 30.0  # breakers leave "open" (BREAKER_RESET_SECONDS=2) and calls end within this
-POLL_S = 0.1  # the gateway allows 20 requests/s per client
 
 # ------------------------------------------------------------------ the script
 # What the callers say, and a content word that any transcript of each utterance must contain. The
@@ -207,18 +206,6 @@ def breaker_gauge(gateway: RunningGateway, provider: str) -> float | None:
     text = gateway.get("/metrics")[1].decode()
     match = re.search(r'^voicegate_circuit_breaker_state\{provider="%s"\} (\S+)$' % re.escape(provider), text, re.M)
     return float(match.group(1)) if match else None
-
-
-async def eventually(check: Callable[[], Any], what: str, timeout: float) -> Any:
-    """Poll `check` (blocking HTTP, so off the event loop the calls run on) until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(POLL_S)
 
 
 async def settle(stack: Stack) -> None:

@@ -20,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 
 import pytest
 
 from tests.integration import fault_table, spoken
 from tests.integration.handover import follow_call
-from tests.support import run_emulators, run_gateway
+from tests.support import eventually, run_emulators, run_gateway
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -36,17 +35,6 @@ SCRIPT = ("I would like to book an appointment", "next Thursday", "at two in the
 FLAPS = [2.7, 4.3, 1.9, 3.6, 5.1, 2.2, 4.8, 3.1]
 CALL_LIMIT_S = 150
 BREAKER_RESET_S = 15  # longer than the rest of the flapping call once its breaker opens
-
-
-async def eventually(check, what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

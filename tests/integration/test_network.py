@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
@@ -31,7 +30,7 @@ from providers.elevenlabs_tts import FIRST_BYTE_TIMEOUT_SECONDS
 from providers.openai_llm import FIRST_TOKEN_TIMEOUT_SECONDS
 from tests.integration import fault_table, spoken
 from tests.integration.handover import follow_call
-from tests.support import ROOT, run_emulators, run_gateway, stop_process
+from tests.support import ROOT, eventually, run_emulators, run_gateway, stop_process
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -105,17 +104,6 @@ def prepare(emu, proxy, key: str) -> None:
                    "deepgram": {"voiceprints": spoken.voiceprints(SCRIPT)}})
 
 
-async def eventually(check, what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def call_with_fault(stack, key: str, label: str, route: str | None, bound_s: float):
     """One call; once its greeting has played, the route's connections are frozen (half-open)."""
     emu, proxy, gateway = stack
@@ -130,12 +118,14 @@ async def call_with_fault(stack, key: str, label: str, route: str | None, bound_
             # A sentence has been spoken over the call's socket (the greeting comes from the cache of
             # rendered sentences): the socket is open and idle, and the next sentence goes to it.
             await eventually(lambda: any(s["generations"] for s in emu.log()["elevenlabs"]
-                                         if s["kind"] == "multi-stream-input"), "a sentence over the socket", 60)
+                                         if s["kind"] == "multi-stream-input"), "a sentence over the socket", 60,
+                             poll_s=0.05)
         else:
             # The greeting has been phrased and is playing: the LLM pool and the Deepgram socket are open
             # and idle, and the caller's first turn comes next.
             await eventually(lambda: any(r["last_chunk_at"] for r in emu.log()["openai"]
-                                         if r["path"].endswith("/chat/completions")), "the greeting", 30)
+                                         if r["path"].endswith("/chat/completions")), "the greeting", 30,
+                             poll_s=0.05)
         await asyncio.sleep(1.0)
         proxy.configure({route: {"freeze": "existing"}})
     followed = await task

@@ -26,7 +26,7 @@ import redis
 
 from tests.integration import fault_table, spoken
 from tests.integration.handover import follow_call
-from tests.support import free_port, run_emulators, run_gateway, stop_process
+from tests.support import eventually, free_port, run_emulators, run_gateway, stop_process
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -101,17 +101,6 @@ def readiness(gateway) -> tuple[int, dict]:
 def metric(gateway, name: str) -> float:
     text = gateway.get("/metrics")[1].decode()
     return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M))
-
-
-async def eventually(check, what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_redis_down_at_startup_then_back(emulators, redis_server):

@@ -27,7 +27,6 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,7 @@ import pytest
 from dialog.store import Store
 from tests.integration import fault_table, spoken
 from tests.integration.handover import follow_call
-from tests.support import run_emulators, run_gateway
+from tests.support import eventually, run_emulators, run_gateway
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -76,17 +75,6 @@ def remount(directory: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(directory)], check=True, capture_output=True)
 
 
-async def eventually(check, what: str, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def transcribed(emu, text: str) -> bool:
     """The Deepgram emulator has sent the final of `text` (the gateway has the words)."""
     return any(t["is_final"] and spoken.words(t["transcript"]) == spoken.words(text)
@@ -101,12 +89,12 @@ async def run_scenario(emu, gateway, db: str, key: str, label: str, fault_on, fa
     if not faulty_from_start:
         before = await asyncio.to_thread(_stored_turns, gateway)  # what was stored before the fault
     f = asyncio.create_task(follow_call(gateway, [gateway], spoken.turns(BOOKING), sid_f, max_call_s=120))
-    await eventually(lambda: transcribed(emu, BOOKING[FAULT_FROM_UTTERANCE]), "F's time transcribed", 60)
+    await eventually(lambda: transcribed(emu, BOOKING[FAULT_FROM_UTTERANCE]), "F's time transcribed", 60, poll_s=0.05)
     if not faulty_from_start:
         await asyncio.to_thread(fault_on)
     h = asyncio.create_task(follow_call(gateway, [gateway], spoken.turns(OTHER), sid_h, max_call_s=120))
     await eventually(lambda: f'"call_sid":"{sid_f}"' in gateway.logs() and "booking not saved" in gateway.logs(),
-                     "the booking refused and logged", 30)
+                     "the booking refused and logged", 30, poll_s=0.05)
     booked_during = await asyncio.to_thread(_bookings, db)
     await asyncio.to_thread(fault_off)
     followed_f, followed_h = await asyncio.gather(f, h)
