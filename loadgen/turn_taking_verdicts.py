@@ -11,11 +11,10 @@ module only reads their `scenario`, `group`, `label`, `noise_s` and `parts`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
-from dialog.slots import normalize
+import loadgen.wer
 from loadgen.simcaller import CallReport
 from loadgen.stats import percentile
 
@@ -56,27 +55,20 @@ class ProbeView(Protocol):
 
 
 # ------------------------------------------------------------------ word error rate
+# Counted as loadgen.wer counts (as the STT corpus does), with a hyphen left between digits parting two words.
 
 
 def words(text: str) -> list[str]:
-    """Lower case, number words as digits, digit groups joined (as tests/dialog/corpus/wer.py counts)."""
-    return re.sub(r"(?<=\d)[ :](?=\d)", "", normalize(text or "")).replace("'", "").replace("-", " ").split()
+    return loadgen.wer.words(text, split_hyphens=True)
 
 
 def word_errors(spoken: str, heard: str) -> tuple[int, int]:
     """(edits, spoken words): substitutions + deletions + insertions against the spoken words."""
-    ref, hyp = words(spoken), words(heard)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[len(hyp)], len(ref)
+    return loadgen.wer.word_errors(spoken, heard, split_hyphens=True)
 
 
 def wer(spoken: str, heard: str) -> float:
-    e, n = word_errors(spoken, heard)
-    return e / max(n, 1)
+    return loadgen.wer.wer(spoken, heard, split_hyphens=True)
 
 
 # ------------------------------------------------------------------ what the wire and the store say
