@@ -4,6 +4,7 @@ Prometheus, and that Prometheus scrapes a real call's latency from the gateway."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
@@ -108,19 +109,9 @@ def test_the_grafana_dashboard_covers_the_product_metrics():
         assert base in known or name in known, name
 
 
-@pytest.fixture(scope="module")
-def prometheus(offline_gateway: RunningGateway, tmp_path_factory) -> Iterator[str]:
-    """A real Prometheus scraping the gateway every second, with the alert rules loaded."""
-    if PROMETHEUS is None:
-        pytest.skip("prometheus not installed (Debian package prometheus)")
-    tmp = tmp_path_factory.mktemp("prometheus")
-    config = tmp / "prom.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"rule_files:\n  - {MONITORING / 'prometheus-alerts.yml'}\n"
-        "scrape_configs:\n  - job_name: voicegate\n    metrics_path: /metrics\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{offline_gateway.port}']\n"
-    )
+@contextlib.contextmanager
+def running_prometheus(config: Path, tmp: Path) -> Iterator[str]:
+    """A real Prometheus on `config` and a free port, its data and log in `tmp`: its base URL once ready."""
     port = free_port()
     log_path = tmp / "prometheus.log"
     with log_path.open("wb") as log_file:
@@ -145,6 +136,23 @@ def prometheus(offline_gateway: RunningGateway, tmp_path_factory) -> Iterator[st
         yield base
     finally:
         stop_process(process)
+
+
+@pytest.fixture(scope="module")
+def prometheus(offline_gateway: RunningGateway, tmp_path_factory) -> Iterator[str]:
+    """A real Prometheus scraping the gateway every second, with the alert rules loaded."""
+    if PROMETHEUS is None:
+        pytest.skip("prometheus not installed (Debian package prometheus)")
+    tmp = tmp_path_factory.mktemp("prometheus")
+    config = tmp / "prom.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        f"rule_files:\n  - {MONITORING / 'prometheus-alerts.yml'}\n"
+        "scrape_configs:\n  - job_name: voicegate\n    metrics_path: /metrics\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{offline_gateway.port}']\n"
+    )
+    with running_prometheus(config, tmp) as base:
+        yield base
 
 
 def query(base: str, expr: str) -> tuple[int, dict]:
@@ -279,25 +287,8 @@ def test_the_compose_prometheus_config_is_valid_as_compose_mounts_it(tmp_path):
 @needs_prometheus
 def test_prometheus_runs_the_compose_config_with_the_alert_rules(tmp_path):
     config = compose_prometheus_layout(tmp_path)
-    port = free_port()
-    log_path = tmp_path / "prometheus.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + PROMETHEUS_READY_S
-        while True:
-            assert process.poll() is None, log_path.read_text()[-2000:]
-            try:
-                if http(base + "/-/ready", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
-            time.sleep(0.2)
+    targets_deadline = time.monotonic() + PROMETHEUS_READY_S + SCRAPE_WAIT_S
+    with running_prometheus(config, tmp_path) as base:
         _, _, body = http(base + "/api/v1/rules")
         rules = [r for g in json.loads(body)["data"]["groups"] for r in g["rules"]]
         assert {r["name"] for r in rules} == {"VoicegateVoiceLatencyHigh", "VoicegateErrorRateHigh",
@@ -305,13 +296,11 @@ def test_prometheus_runs_the_compose_config_with_the_alert_rules(tmp_path):
         while True:  # the scrape manager takes its targets a moment after the server is ready
             _, _, body = http(base + "/api/v1/targets")
             targets = json.loads(body)["data"]["activeTargets"]
-            if targets or time.monotonic() > deadline + SCRAPE_WAIT_S:
+            if targets or time.monotonic() > targets_deadline:
                 break
             time.sleep(0.2)
         # The gateway service of compose.yaml (no such host here: the target is listed, not up).
         assert [(t["labels"]["job"], t["labels"]["instance"]) for t in targets] == [("voicegate", "gateway:8000")]
-    finally:
-        stop_process(process)
 
 
 def test_the_compose_prometheus_scrapes_the_gateway_service_as_the_example_does():
