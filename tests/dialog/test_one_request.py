@@ -128,7 +128,10 @@ class Call:
         self.turn_id += 1
         return turn
 
-    async def close(self) -> None:
+    async def __aenter__(self) -> "Call":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
         for llm in self.llms:
             await llm.llm.aclose()
 
@@ -156,9 +159,8 @@ class Turn:
 
 @pytest.mark.parametrize("mode", ["enabled", "disabled"])
 async def test_every_turn_kind_waits_for_at_most_one_request(emu: EmulatorServer, mode: str) -> None:
-    call = Call(emu, mode=mode)
     llm_phrased = mode == "disabled"  # the LLM phrases the turns the rules understand
-    try:
+    async with Call(emu, mode=mode) as call:
         greeting = await call.say(None)
         assert greeting.requests_before_first_audio == greeting.requests == (1 if llm_phrased else 0)
 
@@ -203,21 +205,16 @@ async def test_every_turn_kind_waits_for_at_most_one_request(emu: EmulatorServer
         booked = await call.say("Yes please.")
         assert booked.requests_before_first_audio == booked.requests == (1 if llm_phrased else 0)
         assert call.conversation.booking is not None and booked.end.hang_up
-    finally:
-        await call.close()
     assert all(t.off_script for t in (off, partial, cannot, correction, small_talk))
     assert not any(t.off_script for t in (on, booked))
 
 
 async def test_the_request_carries_the_machine_state_and_narrows_the_tool(emu: EmulatorServer) -> None:
-    call = Call(emu)
-    try:
+    async with Call(emu) as call:
         await call.say(None)
         await call.say("Yes, I'd like to book an appointment.")
         await call.say("Next Tuesday at 3 pm.")
         turn = await call.say("How is your day going?")
-    finally:
-        await call.close()
     (request,) = turn.records
     body = request["body"]
     assert body["stream"] is True and body["messages"][-2] == {"role": "user", "content": "How is your day going?"}
@@ -239,13 +236,10 @@ async def test_the_machine_stays_the_source_of_truth_when_the_model_claims_a_boo
     emu.config.merge({"openai": {"rules": {"husband": {
         "text": "Perfect, you're all booked for Tuesday at 3 pm! See you then.", "tool": TOOL,
         "arguments": {"date": "2026-11-24", "time": "15:00", "intent": "provide_both"}}}}})
-    call = Call(emu, store=store)
-    try:
+    async with Call(emu, store=store) as call:
         await call.say(None)
         await call.say("Yes, I'd like to book an appointment.")
         turn = await call.say(line)
-    finally:
-        await call.close()
     assert turn.off_script, turn.rules_alone
     assert turn.requests == 1 and turn.end.kind == "llm_tool"
     # The model's claim never reached the caller; the machine's refusal and offer did.
@@ -262,12 +256,9 @@ async def test_the_machine_stays_the_source_of_truth_when_the_model_claims_a_boo
 async def test_a_model_claiming_an_outcome_without_the_tool_books_nothing(emu: EmulatorServer, store: Store) -> None:
     line = "Just sort it out for me will you."
     emu.config.merge({"openai": {"rules": {"sort it out": "Done, I've booked you in for tomorrow at 10 am."}}})
-    call = Call(emu, store=store)
-    try:
+    async with Call(emu, store=store) as call:
         await call.say(None)
         turn = await call.say(line)
-    finally:
-        await call.close()
     assert turn.off_script, turn.rules_alone
     assert turn.requests == 1 and store.list_bookings() == []
     # Nothing of the model's was sayable: the machine's own re-ask.
@@ -279,13 +270,10 @@ async def test_a_tool_call_cannot_book_what_the_machine_has_not_read_back(emu: E
     line = "Go on then, whatever you think is best."
     emu.config.merge({"openai": {"rules": {"whatever you think": {
         "tool": TOOL, "arguments": {"date": None, "time": None, "intent": "affirm"}}}}})
-    call = Call(emu, store=store)
-    try:
+    async with Call(emu, store=store) as call:
         await call.say(None)
         await call.say("Yes, I'd like to book an appointment.")
         turn = await call.say(line)
-    finally:
-        await call.close()
     assert turn.off_script, turn.rules_alone
     # A "yes" with no slot on the table books nothing: the machine says what it still needs.
     assert turn.end.kind == "llm_tool" and store.list_bookings() == []
@@ -296,16 +284,13 @@ async def test_a_tool_call_cannot_book_what_the_machine_has_not_read_back(emu: E
 @pytest.mark.parametrize("fallback", [False, True])
 async def test_a_provider_failure_inside_a_tool_call(emu: EmulatorServer, fallback: bool) -> None:
     line = "Sometime around the middle of next week."
-    call = Call(emu, fallback=fallback)
-    try:
+    async with Call(emu, fallback=fallback) as call:
         await call.say(None)
         await call.say("Yes, I'd like to book an appointment.")
         before = call.conversation.snapshot()
         # The next request fails two pieces into the tool call's arguments: no whole call ever arrives.
         emu.config.merge({"openai": {"fault": "midstream", "fault_count": 1, "fault_after_tokens": 2}})
         turn = await call.say(line)
-    finally:
-        await call.close()
     failed = turn.records[0]
     assert failed["fault"] == "midstream" and failed["reply"]["tool"] == TOOL and failed["tokens_sent"] == 2
     assert turn.heard.startswith("Okay.")  # said as the call began, before the failure
@@ -325,8 +310,7 @@ async def test_a_provider_failure_inside_a_tool_call(emu: EmulatorServer, fallba
 
 async def test_a_failure_before_anything_falls_back_then_to_the_template(emu: EmulatorServer) -> None:
     line = "Hi, I need to change my delivery address."
-    call = Call(emu, fallback=True)
-    try:
+    async with Call(emu, fallback=True) as call:
         await call.say(None)
         # The primary fails twice (the request and GuardedLlm's one retry), before any text: the
         # fallback model answers.
@@ -335,8 +319,6 @@ async def test_a_failure_before_anything_falls_back_then_to_the_template(emu: Em
         emu.config.merge({"openai": {"fault": "error500", "fault_count": 0}})
         reasked = await call.say(line)
         emu.config.merge({"openai": {"fault": None}})
-    finally:
-        await call.close()
     assert answered.heard.startswith("I'm sorry, I can't help with deliveries") and answered.end.kind == "llm"
     assert [(r["model"], r["status"]) for r in answered.records] == [
         ("gpt-4o-mini", 500), ("gpt-4o-mini", 500), ("gpt-4o", 200)]
@@ -346,12 +328,9 @@ async def test_a_failure_before_anything_falls_back_then_to_the_template(emu: Em
 
 async def test_a_give_up_is_not_contradicted_by_the_model(emu: EmulatorServer) -> None:
     line = "How is your day going?"
-    call = Call(emu, settings=DialogSettings(max_retries=0))  # the first misunderstanding ends the call
-    try:
+    async with Call(emu, settings=DialogSettings(max_retries=0)) as call:  # the first misunderstanding ends the call
         await call.say(None)
         turn = await call.say(line)
-    finally:
-        await call.close()
     # The model's "Shall I book that for you?" would contradict the goodbye: only the machine is heard.
     assert turn.off_script and turn.heard == turn.rules_alone.text
     assert turn.requests == 1 and turn.end.hang_up and "Shall I book" not in turn.heard
@@ -359,13 +338,10 @@ async def test_a_give_up_is_not_contradicted_by_the_model(emu: EmulatorServer) -
 
 
 async def test_a_tool_call_can_still_save_the_last_chance(emu: EmulatorServer) -> None:
-    call = Call(emu, settings=DialogSettings(max_retries=0))
-    try:
+    async with Call(emu, settings=DialogSettings(max_retries=0)) as call:
         await call.say(None)
         await call.say("Yes, I'd like to book an appointment.")
         turn = await call.say("Sometime around the middle of next week.")
-    finally:
-        await call.close()
     # The rules would have given up; the model read the caller, and the machine goes on.
     assert turn.off_script and turn.rules_alone.hang_up
     assert turn.end.kind == "llm_tool" and not turn.end.hang_up
@@ -376,8 +352,7 @@ async def test_rollback_withdraws_a_booking_made_through_the_tool(emu: EmulatorS
     line = "I reckon that'll do nicely, ta."
     emu.config.merge({"openai": {"rules": {"do nicely": {
         "tool": TOOL, "arguments": {"date": "2026-11-24", "time": "15:00", "intent": "affirm"}}}}})
-    call = Call(emu, store=store)
-    try:
+    async with Call(emu, store=store) as call:
         await call.say(None)
         await call.say("Yes, I'd like to book an appointment.")
         await call.say("Next Tuesday at 3 pm.")
@@ -386,6 +361,4 @@ async def test_rollback_withdraws_a_booking_made_through_the_tool(emu: EmulatorS
         assert turn.end.kind == "llm_tool" and call.conversation.booking is not None
         assert len(store.list_bookings()) == 1
         call.rules.rollback(turn.turn_id)  # the caller never heard it (they kept talking)
-    finally:
-        await call.close()
     assert store.list_bookings() == [] and call.conversation.snapshot() == before
