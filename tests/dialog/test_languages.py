@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import string
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import AsyncIterator
 from zoneinfo import ZoneInfo
@@ -118,38 +119,22 @@ async def emu() -> AsyncIterator[EmulatorServer]:
         yield server
 
 
-async def test_the_dialog_follows_a_caller_into_spanish_and_back(emu: EmulatorServer) -> None:
-    llm = OpenAiLlm(Settings(openai_api_key="sk-test", openai_base_url=emu.url + "/v1"))
-    spoken = SpokenLanguage()
-    conv = Conversation(SETTINGS, None, call_sid="CA1")
-    rules = RuleResponder(conv, lambda: NOW, restore=lambda s: Conversation.restore(s, SETTINGS, None))
-    responder = LlmResponder(rules, [GuardedLlm(llm, CircuitBreaker("primary"))], LatencySuite(mode="enabled"),
-                             language=CallLanguage(ALL), spoken=spoken)
+@dataclass
+class Dialog:
+    """A call's dialog on the real LLM client against the emulator, in any language of ALL."""
 
-    async def say(turn: int, text: str | None, language: str = "") -> str:
-        pieces = responder.reply(StartReply(turn, text, (), language=language))
+    responder: LlmResponder
+    rules: RuleResponder
+    spoken: SpokenLanguage
+
+    async def say(self, turn: int, text: str | None, language: str = "") -> str:
+        """What the agent says to the caller's turn (`text` None: the greeting)."""
+        pieces = self.responder.reply(StartReply(turn, text, (), language=language))
         return "".join([p async for p in pieces if not isinstance(p, ReplyEnd)])
 
-    try:
-        assert (await say(0, None)).startswith("Hi, thanks for calling")
-        # Spanish: the English rules cannot read it, so the LLM does, through its tool; the machine's
-        # answer is said in Spanish, and the TTS streams are told.
-        said = await say(1, "Quiero una cita, por favor", "es")
-        assert said == "Vale. Claro. ¿Qué día le gustaría venir?"
-        assert spoken.code == "es" and rules.conversation.state is State.COLLECT_DATE
-        request = [r for r in emu.log.openai if r["path"].endswith("/chat/completions")][-1]
-        assert "always reply in Spanish" in request["body"]["messages"][0]["content"]
-        said = await say(2, "El martes, por favor", "es")
-        assert said == "Vale. Muy bien, el martes 24 de noviembre. ¿A qué hora le viene bien?"
-        # Back to English: the rules read it again, and answer in English.
-        said = await say(3, "Sorry, can we do this in English? At 3 pm please", "en")
-        assert spoken.code == "en"
-        assert re.search(r"Tuesday, November 24th at 3 pm", said), said
-    finally:
-        await llm.aclose()
 
-
-async def test_a_caller_in_a_language_not_supported_hears_one_sentence_in_the_default_one(emu: EmulatorServer) -> None:
+@pytest.fixture
+async def dialog(emu: EmulatorServer) -> AsyncIterator[Dialog]:
     llm = OpenAiLlm(Settings(openai_api_key="sk-test", openai_base_url=emu.url + "/v1"))
     spoken = SpokenLanguage()
     conv = Conversation(SETTINGS, None, call_sid="CA1")
@@ -157,13 +142,33 @@ async def test_a_caller_in_a_language_not_supported_hears_one_sentence_in_the_de
     responder = LlmResponder(rules, [GuardedLlm(llm, CircuitBreaker("primary"))], LatencySuite(mode="enabled"),
                              language=CallLanguage(ALL), spoken=spoken)
     try:
-        async for _ in responder.reply(StartReply(0, None, ())):
-            pass
-        pieces = responder.reply(StartReply(1, "Eu queria marcar uma consulta", (), language="pt"))
-        said = "".join([p async for p in pieces if not isinstance(p, ReplyEnd)])
-        assert said == ("Sorry, I can only speak English, Spanish, French, German and Italian. "
-                        "Would you like to book an appointment?")
-        assert spoken.code == "en"
-        assert not [r for r in emu.log.openai if r["path"].endswith("/chat/completions")]  # no request for it
+        yield Dialog(responder, rules, spoken)
     finally:
         await llm.aclose()
+
+
+async def test_the_dialog_follows_a_caller_into_spanish_and_back(emu: EmulatorServer, dialog: Dialog) -> None:
+    assert (await dialog.say(0, None)).startswith("Hi, thanks for calling")
+    # Spanish: the English rules cannot read it, so the LLM does, through its tool; the machine's
+    # answer is said in Spanish, and the TTS streams are told.
+    said = await dialog.say(1, "Quiero una cita, por favor", "es")
+    assert said == "Vale. Claro. ¿Qué día le gustaría venir?"
+    assert dialog.spoken.code == "es" and dialog.rules.conversation.state is State.COLLECT_DATE
+    request = [r for r in emu.log.openai if r["path"].endswith("/chat/completions")][-1]
+    assert "always reply in Spanish" in request["body"]["messages"][0]["content"]
+    said = await dialog.say(2, "El martes, por favor", "es")
+    assert said == "Vale. Muy bien, el martes 24 de noviembre. ¿A qué hora le viene bien?"
+    # Back to English: the rules read it again, and answer in English.
+    said = await dialog.say(3, "Sorry, can we do this in English? At 3 pm please", "en")
+    assert dialog.spoken.code == "en"
+    assert re.search(r"Tuesday, November 24th at 3 pm", said), said
+
+
+async def test_a_caller_in_a_language_not_supported_hears_one_sentence_in_the_default_one(
+        emu: EmulatorServer, dialog: Dialog) -> None:
+    await dialog.say(0, None)
+    said = await dialog.say(1, "Eu queria marcar uma consulta", "pt")
+    assert said == ("Sorry, I can only speak English, Spanish, French, German and Italian. "
+                    "Would you like to book an appointment?")
+    assert dialog.spoken.code == "en"
+    assert not [r for r in emu.log.openai if r["path"].endswith("/chat/completions")]  # no request for it
