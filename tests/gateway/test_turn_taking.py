@@ -65,6 +65,18 @@ def play(d: Driver, seconds: float, echo_marks: bool = True) -> list:
     return out
 
 
+def replying(sentences: list[bytes], text: str, played_s: float,
+             settings: SessionSettings = SessionSettings()) -> tuple[Driver, int]:
+    """A call past its greeting and one caller turn, whose reply `text` (rendered as `sentences`) has played
+    for `played_s`: the driver and the reply's turn id."""
+    d = Driver(settings)
+    finish_greeting(d)
+    turn = caller_turn(d)
+    speak(d, turn, sentences, text)
+    play(d, played_s)
+    return d, turn
+
+
 def first_payload_after(actions: list, clear_index: int) -> bytes:
     media = [a for a in actions[clear_index:] if isinstance(a, SendMedia)]
     return media[0].payload
@@ -74,12 +86,9 @@ def first_payload_after(actions: list, clear_index: int) -> bytes:
 
 
 def test_false_barge_in_mid_sentence_resumes_from_the_phrase_before_it():
-    d = Driver()
-    finish_greeting(d)
-    turn = caller_turn(d)
     sentence = phrase_audio(1.0, 0.15, 1.5)
-    speak(d, turn, [sentence], "We can book that for next week on Monday.")
-    play(d, 1.6)  # the second phrase has been playing for ~0.4 s
+    d, turn = replying([sentence], "We can book that for next week on Monday.",
+                       played_s=1.6)  # the second phrase has been playing for ~0.4 s
     before = len(d.actions)
     out = d.audio(speech_frames(0.3))  # a cough-length noise, taken for speech (energy VAD only)
     assert of(SendClear, out) == [SendClear()] and of(CancelReply, out) == []
@@ -100,11 +109,8 @@ def test_false_barge_in_mid_sentence_resumes_from_the_phrase_before_it():
 
 
 def test_false_barge_in_at_a_sentence_boundary_resumes_the_next_sentence_whole():
-    d = Driver()
-    finish_greeting(d)
-    turn = caller_turn(d)
-    speak(d, turn, [tone(0.6), tone(1.2)], "Sure thing. What day would you like?")
-    play(d, 0.72)  # the second sentence has just begun (its first words went by as the caller coughed)
+    # 0.72 s played: the second sentence has just begun (its first words went by as the caller coughed)
+    d, turn = replying([tone(0.6), tone(1.2)], "Sure thing. What day would you like?", played_s=0.72)
     d.audio(speech_frames(0.3))
     d.audio(silence_frames(0.7))
     out = d.feed(TranscriptReceived(d.now, ""))
@@ -116,11 +122,7 @@ def test_false_barge_in_at_a_sentence_boundary_resumes_the_next_sentence_whole()
 
 
 def test_false_barge_in_during_the_last_sentence_resumes_and_the_reply_completes():
-    d = Driver()
-    finish_greeting(d)
-    turn = caller_turn(d)
-    speak(d, turn, [tone(0.4), tone(1.0)], "Okay. Goodbye for now.")
-    play(d, 0.8)
+    d, turn = replying([tone(0.4), tone(1.0)], "Okay. Goodbye for now.", played_s=0.8)
     d.audio(speech_frames(0.3))
     d.audio(silence_frames(0.7))
     # No transcript comes at all (a streaming engine that finalised nothing): the timeout resumes it.
@@ -135,11 +137,9 @@ def test_false_barge_in_during_the_last_sentence_resumes_and_the_reply_completes
 
 
 def test_real_barge_in_is_confirmed_by_words_and_keeps_what_played():
-    d = Driver()
-    finish_greeting(d)
-    turn = caller_turn(d)
-    speak(d, turn, [tone(2.0), tone(1.0)], "We have openings on Monday Tuesday and Wednesday this week. Which suits?")
-    play(d, 1.0)  # about half of the first sentence, no mark back yet
+    d, turn = replying([tone(2.0), tone(1.0)],
+                       "We have openings on Monday Tuesday and Wednesday this week. Which suits?",
+                       played_s=1.0)  # about half of the first sentence, no mark back yet
     d.audio(speech_frames(0.6))
     d.audio(silence_frames(0.6))
     out = d.feed(TranscriptReceived(d.now, "Thursday please"))
@@ -155,11 +155,7 @@ def test_real_barge_in_is_confirmed_by_words_and_keeps_what_played():
 
 
 def test_interim_words_confirm_at_once():
-    d = Driver()
-    finish_greeting(d)
-    turn = caller_turn(d)
-    speak(d, turn, [tone(2.0)], "Let me tell you about our opening hours.")
-    play(d, 0.5)
+    d, turn = replying([tone(2.0)], "Let me tell you about our opening hours.", played_s=0.5)
     d.audio(speech_frames(0.2))
     out = d.feed(TranscriptReceived(d.now, "no wait I", is_final=False, end_of_turn=False))
     assert of(CancelReply, out) == [CancelReply(turn, rollback=False)]
@@ -169,11 +165,7 @@ def test_interim_words_confirm_at_once():
 
 
 def test_backchannel_is_recorded_and_the_reply_goes_on():
-    d = Driver()
-    finish_greeting(d)
-    turn = caller_turn(d)
-    speak(d, turn, [tone(1.0), tone(1.0)], "We are open weekdays. The earliest time is nine.")
-    play(d, 0.5)
+    d, turn = replying([tone(1.0), tone(1.0)], "We are open weekdays. The earliest time is nine.", played_s=0.5)
     d.audio(speech_frames(0.3))
     d.audio(silence_frames(0.6))
     out = d.feed(TranscriptReceived(d.now, "Uh-huh."))
@@ -189,11 +181,8 @@ def test_backchannel_is_recorded_and_the_reply_goes_on():
 
 
 def test_yes_during_a_question_answers_it():
-    d = Driver()
-    finish_greeting(d)
-    turn = caller_turn(d)
-    speak(d, turn, [tone(0.4), tone(1.2)], "Got it. Shall I book Tuesday at three?")
-    play(d, 1.4)  # most of the question has played
+    d, turn = replying([tone(0.4), tone(1.2)], "Got it. Shall I book Tuesday at three?",
+                       played_s=1.4)  # most of the question has played
     d.audio(speech_frames(0.3))
     d.audio(silence_frames(0.6))
     out = d.feed(TranscriptReceived(d.now, "Yeah."))
@@ -203,11 +192,8 @@ def test_yes_during_a_question_answers_it():
 
 
 def test_backchannels_off_makes_an_acknowledgement_an_interruption():
-    d = Driver(SessionSettings(backchannels=False))
-    finish_greeting(d)
-    turn = caller_turn(d)
-    speak(d, turn, [tone(2.0)], "We are open weekdays from nine to five.")
-    play(d, 0.5)
+    d, turn = replying([tone(2.0)], "We are open weekdays from nine to five.",
+                       played_s=0.5, settings=SessionSettings(backchannels=False))
     d.audio(speech_frames(0.3))
     d.audio(silence_frames(0.6))
     out = d.feed(TranscriptReceived(d.now, "okay"))
@@ -218,11 +204,8 @@ def test_backchannels_off_makes_an_acknowledgement_an_interruption():
 
 
 def test_echo_onset_holds_the_agent_for_the_verdict_and_lets_it_go_on():
-    d = Driver(WITH_MODEL)
-    finish_greeting(d)
-    turn = caller_turn(d)
-    speak(d, turn, [tone(3.0)], "A long answer with plenty of words in it for the caller.")
-    play(d, 0.5)
+    d, turn = replying([tone(3.0)], "A long answer with plenty of words in it for the caller.",
+                       played_s=0.5, settings=WITH_MODEL)
     out = d.audio(speech_frames(0.2))  # the agent's own voice coming back, loud enough for the energy VAD
     (request,) = of(AnalyzeSpeech, out)
     assert request.reference and request.max_lag == 400 * 8  # what played, to take the echo out
@@ -239,11 +222,8 @@ def test_echo_onset_holds_the_agent_for_the_verdict_and_lets_it_go_on():
 
 
 def test_speech_onset_is_confirmed_by_the_model_and_stops_the_agent():
-    d = Driver(WITH_MODEL)
-    finish_greeting(d)
-    turn = caller_turn(d)
-    speak(d, turn, [tone(3.0)], "A long answer with plenty of words in it for the caller.")
-    play(d, 0.5)
+    d, turn = replying([tone(3.0)], "A long answer with plenty of words in it for the caller.",
+                       played_s=0.5, settings=WITH_MODEL)
     d.audio(speech_frames(0.2))
     out = answer_analysis(d, 0.9)
     assert of(SendClear, out) == [SendClear()]
@@ -300,11 +280,8 @@ def test_a_noise_bed_holding_the_vad_open_ends_where_the_model_heard_speech_stop
 
 
 def test_no_verdict_in_time_falls_back_to_the_energy_vad():
-    d = Driver(WITH_MODEL)
-    finish_greeting(d)
-    turn = caller_turn(d)
-    speak(d, turn, [tone(3.0)], "A long answer with plenty of words in it for the caller.")
-    play(d, 0.5)
+    d, turn = replying([tone(3.0)], "A long answer with plenty of words in it for the caller.",
+                       played_s=0.5, settings=WITH_MODEL)
     d.audio(speech_frames(0.2))
     out = d.audio(speech_frames(0.4))  # no SpeechAnalyzed ever comes
     assert of(SendClear, out) == [SendClear()]
@@ -360,11 +337,8 @@ def test_a_finished_sentence_is_answered_at_once():
 
 
 def test_an_onset_the_model_cannot_settle_is_looked_at_again_soon():
-    d = Driver(WITH_MODEL)
-    finish_greeting(d)
-    turn = caller_turn(d)
-    speak(d, turn, [tone(3.0)], "A long answer with plenty of words in it for the caller.")
-    play(d, 0.5)
+    d, turn = replying([tone(3.0)], "A long answer with plenty of words in it for the caller.",
+                       played_s=0.5, settings=WITH_MODEL)
     d.audio(speech_frames(0.14))
     (request,) = of(AnalyzeSpeech, d.actions)[-1:]
     n = len(request.audio) // 256
