@@ -157,24 +157,6 @@ class FakeGateway:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-@pytest.fixture
-async def fake_gateway():
-    servers = []
-
-    async def start(**kwargs) -> FakeGateway:  # type: ignore[no-untyped-def]
-        fake = FakeGateway(**kwargs)
-        server = await serve(fake.handler, "127.0.0.1", 0, compression=None)
-        servers.append(server)
-        port = server.sockets[0].getsockname()[1]
-        fake.url = f"ws://127.0.0.1:{port}/twilio/media"
-        return fake
-
-    yield start
-    for server in servers:
-        server.close()
-        await server.wait_closed()
-
-
 def near(value: float | None, expected: float, tolerance: float) -> bool:
     return value is not None and abs(value - expected) <= tolerance
 

@@ -9,7 +9,6 @@ from base64 import b64decode
 
 import numpy as np
 import pytest
-from websockets.asyncio.server import serve
 
 from audio import mulaw
 from loadgen import turn_taking as tt
@@ -24,23 +23,6 @@ RATE = 8000
 @pytest.fixture(scope="session")
 def recordings():
     return fetch()
-
-
-@pytest.fixture
-async def fake_gateway():
-    servers = []
-
-    async def start(**kwargs) -> sim.FakeGateway:  # type: ignore[no-untyped-def]
-        fake = sim.FakeGateway(**kwargs)
-        server = await serve(fake.handler, "127.0.0.1", 0, compression=None)
-        servers.append(server)
-        fake.url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/twilio/media"
-        return fake
-
-    yield start
-    for server in servers:
-        server.close()
-        await server.wait_closed()
 
 
 def inbound(fake: sim.FakeGateway) -> list[tuple[float, np.ndarray]]:
