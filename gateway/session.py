@@ -112,6 +112,10 @@ class SessionSettings:
     # under a caller at 10 dB SNR, their loudest windows nearer. Soft syllables of the caller's own fall that far too, so the end of
     # speech under babble can come a syllable early; the STT still gets the tail (`tail_ms`).
     caller_level_drop_db: float = 12.0
+    # An utterance the model keeps hearing speech in ends after this long, and the next one starts at
+    # once if the talk goes on: callers pause within a few seconds; three talkers close by never do, and
+    # must not hold the caller's turn open for good. (The STT gets each stretch; its guards judge it.)
+    held_open_max_ms: int = 8000
     # An onset's speech windows must stand this far above the line's ambient level. A 6-talker babble's
     # own peaks reach 5-6 dB over its average (at 5 dB, 30 s of it started a turn); a caller at 5 dB SNR
     # has many windows past 6 dB (6 of 6 recordings detected at 5, 10 and 20 dB over that babble).
@@ -455,9 +459,13 @@ class CallSession:
         if utt.ended is not None:
             ended, utt.ended = utt.ended, None
             return actions + self._on_speech_ended(ended, ev.now)
-        if utt.speech and self._vad.speaking and self._ring.total - utt.last_speech >= self._end_silence:
+        held_too_long = self._vad.speaking and self._too_long(utt)
+        if utt.speech and self._vad.speaking and (
+                self._ring.total - utt.last_speech >= self._end_silence or held_too_long):
             # Something holds the VAD open, and the model has heard no speech for a whole end-of-speech
-            # silence: the caller has finished.
+            # silence: the caller has finished. Or it has heard "speech" the whole time for longer than a
+            # caller talks without a pause: talkers nearby, which must not keep the caller's turn from
+            # ever ending (it ends, and the STT's guards judge what is in it).
             # Where the caller stopped: the model's last speech window, or later, where the energy last
             # stood out (the model is asked only when the VAD is held open, so its mark can be old), but
             # not inside the silence the model just found.
@@ -501,7 +509,7 @@ class CallSession:
             return [self._analyze(utt, now, max(utt.onset - self._context, self._ring.oldest))]
         if not self._vad.speaking:
             return []
-        if utt.speech and not self._vad_held_open(utt):
+        if utt.speech and not self._vad_held_open(utt) and not self._too_long(utt):
             # Speech the VAD follows on its own (it dips between words): nothing to ask yet.
             utt.next_check = now + self.settings.recheck_ms / 1000.0
             return []
@@ -509,6 +517,9 @@ class CallSession:
         # cold in the middle of a sound, scores its tail as speech (a burp's did, at 0.94).
         start = max(self._ring.total - self._recheck_window - self._context, utt.start, self._ring.oldest)
         return [self._analyze(utt, now, start)]
+
+    def _too_long(self, utt: _Utterance) -> bool:
+        return self._ring.total - utt.onset >= self.settings.held_open_max_ms * SAMPLE_RATE // 1000
 
     def _vad_held_open(self, utt: _Utterance) -> bool:
         """The energy VAD may not see this utterance end by itself: it has stayed above its threshold for
