@@ -119,3 +119,15 @@ def test_the_walker_sees_imports():
     assert "dialog.events" in graph["gateway.session"]
     assert "providers.settings" in graph["providers.deepgram_stt"]
     assert "loadgen.stats" in graph["loadgen.wire_hops"]
+
+
+def test_test_modules_have_unique_names():
+    """pytest imports test modules by their file name (the test folders are not packages), so two
+    `test_x.py` in different folders stop the whole run at collection on a clean checkout."""
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(ROOT)} and {path.relative_to(ROOT)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, clashes
