@@ -79,8 +79,9 @@ _REPEAT = re.compile(
     r"did not (?:catch|hear|get)|what did you (?:just )?say|what was that|can't hear|cannot hear|"
     r"couldn't hear|once more)\b|^(?:what|huh|sorry|eh|excuse me|what's that|sorry what|i'm sorry|"
     r"sorry i'm sorry|what sorry)$")
+# "see you" ends a call, "I'd like to see you on the 11th" asks for one (as whisper wrote a caller under noise).
 _GOODBYE = _words("goodbye", "good bye", "bye", "bye bye", "that's all", "that is all", "hang up",
-                  "nothing else", "i'm done", "have a good day", "have a nice day", "see you")
+                  "nothing else", "i'm done", "have a good day", "have a nice day", "(?<!to )see you")
 _STRONG_YES = _words("yes", "yeah", "yep", "yup", "yea", "ya", "sure", "correct", "that's right",
                      "that is right", "thats right", "right", "exactly", "sounds good", "sounds great",
                      "perfect",

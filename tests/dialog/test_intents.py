@@ -29,6 +29,7 @@ CASES: list[tuple[str, Intent]] = [
     ("pardon", Intent.REPEAT), ("Sorry?", Intent.REPEAT), ("I didn't catch that", Intent.REPEAT),
     ("goodbye", Intent.GOODBYE), ("bye", Intent.GOODBYE), ("that's all", Intent.GOODBYE),
     ("hang up", Intent.GOODBYE), ("ok bye", Intent.GOODBYE), ("no thanks, bye", Intent.GOODBYE),
+    ("see you then", Intent.GOODBYE), ("I'd like to see you on the eleventh", Intent.PROVIDE_DATE),
     ("I'd like to book an appointment", Intent.BOOK), ("I want to schedule a visit", Intent.BOOK),
     ("do you have any availability", Intent.BOOK), ("I need to see the doctor", Intent.BOOK),
     ("next Tuesday", Intent.PROVIDE_DATE), ("the fifth of December", Intent.PROVIDE_DATE),
