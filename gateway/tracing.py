@@ -14,8 +14,8 @@ pays an `is None` test.
 On, spans are built after the fact. The call core is sans-I/O with its own clock: at each turn's end
 it hands the driver a `TurnTimings` holding the loop-monotonic time of each stage, and `CallTrace.turn`
 makes spans with those start and end times (loop seconds turned into wall-clock nanoseconds through
-the loop clock's offset from `time.time_ns()` at that moment). Nothing is timed twice and nothing runs
-per frame. A call's tree:
+the loop clock's offset from `time.time_ns()` when the call began, one mapping for all its spans).
+Nothing is timed twice and nothing runs per frame. A call's tree:
 
     call              SERVER; the socket's accept to the call's end: call sid, direction, engines, end reason
       turn            first stamp of the turn to its last: call sid, turn id, the latency split (ms)
@@ -199,6 +199,9 @@ class CallTrace:
         span_context = span.get_span_context()
         self._span_context = span_context
         self.trace_id = format(span_context.trace_id, "032x")
+        # One loop-clock -> wall-clock mapping for the whole call: mapped afresh at each step, the two
+        # clocks' drift (NTP slewing the wall clock) put a turn's end after its call's by a few hundred µs.
+        self._to_ns = _clock(loop.time())
         # Replies started and not yet ended as a turn: turn id -> (its span id, loop time it started).
         self._open: dict[int, tuple[int, float]] = {}
 
@@ -222,13 +225,13 @@ class CallTrace:
         """One finished turn (a `dialog.events.TurnTimings`): its spans, with the times the core stamped."""
         opened = self._open.pop(timings.turn_id, None)
         now = self._loop.time()
-        self._loop.call_soon(self._turn_spans, timings, opened[0] if opened else None, _clock(now), now)
+        self._loop.call_soon(self._turn_spans, timings, opened[0] if opened else None, self._to_ns, now)
 
     def end(self, reason: str, turns: int) -> None:
         now = self._loop.time()
         for turn_id in list(self._open):
             self._unfinished(turn_id, now)
-        self._loop.call_soon(self._end_span, reason, turns, time.time_ns())
+        self._loop.call_soon(self._end_span, reason, turns, self._to_ns(now))
 
     def _turn_spans(self, t, span_id: int | None, to_ns, now: float) -> None:
         from opentelemetry import trace
@@ -268,7 +271,7 @@ class CallTrace:
 
     def _unfinished(self, turn_id: int, now: float) -> None:
         span_id, started = self._open.pop(turn_id)
-        self._loop.call_soon(self._unfinished_span, turn_id, span_id, started, _clock(now), now)
+        self._loop.call_soon(self._unfinished_span, turn_id, span_id, started, self._to_ns, now)
 
     def _unfinished_span(self, turn_id: int, span_id: int, started: float, to_ns, now: float) -> None:
         with self._ids.preset(span_id):

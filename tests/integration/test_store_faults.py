@@ -156,7 +156,7 @@ async def test_store_locked_by_another_writer(emulators, tmp_path):
     lock: list[sqlite3.Connection] = []
 
     def hold_the_write_lock() -> None:
-        conn = sqlite3.connect(db, timeout=5, isolation_level=None)
+        conn = sqlite3.connect(db, timeout=5, isolation_level=None, check_same_thread=False)  # released from another worker thread
         conn.execute("BEGIN IMMEDIATE")  # a backup, a migration, another process's long transaction
         lock.append(conn)
 
