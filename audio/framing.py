@@ -145,11 +145,16 @@ class OutboundPacer:
         The gateway sends Twilio a `clear` at the same time, which empties the caller's buffer,
         so the playout estimate restarts from nothing. Counters are kept (they are metrics).
         """
+        self.drop_queued()
+        self._playout_end = 0.0
+        self._mid_stream = False
+
+    def drop_queued(self) -> None:
+        """Drop what is queued and not sent (a reply dropped before any of it went out). What was sent
+        plays on, so the playout estimate stands."""
         self._queue.clear()
         self._partial.clear()
         self._queued_frames = 0
-        self._playout_end = 0.0
-        self._mid_stream = False
 
     def _pad_partial(self) -> None:
         if self._partial:

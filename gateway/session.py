@@ -694,9 +694,7 @@ class CallSession:
             # Still thinking: the caller is not done. Answer everything they said together.
             if reply.timings.user_text:
                 self._pending_text.insert(0, reply.timings.user_text)
-            self._reply = None
-            self._finish_deadline = None
-            return [CancelReply(reply.turn_id, rollback=True)]
+            return self._drop_unheard(reply, rollback=True)
         if reply.playback is Playback.STOPPED:
             return []
         reply.stopped_by = utt.id
@@ -775,8 +773,14 @@ class CallSession:
             return []
         if reply.audible:
             return self._abandon(reply, now)
+        return self._drop_unheard(reply, rollback)
+
+    def _drop_unheard(self, reply: _Reply, rollback: bool) -> list[Action]:
+        """Drop a reply the caller has not heard a frame of. Its first frames may already wait in the pacer
+        (held while an onset was judged): they go too, or they would play with no reply to stop them."""
         self._reply = None
         self._finish_deadline = None
+        self._pacer.drop_queued()
         return [CancelReply(reply.turn_id, rollback=rollback)]
 
     def _current(self, turn_id: int) -> _Reply | None:

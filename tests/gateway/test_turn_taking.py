@@ -368,6 +368,11 @@ def test_a_new_reply_waits_while_the_caller_starts_again_and_is_dropped_if_they_
     out = answer_analysis(d, 0.9)  # it is speech: the reply goes, unheard, and both parts are answered together
     assert of(CancelReply, out) == [CancelReply(start.turn_id, rollback=True)]
     assert of(SendMedia, d.actions[-len(out):]) == []
+    # Its frames that waited in the pacer went with it: none plays over the caller going on (in the
+    # benchmark they did, with no reply left to stop them and no `clear`).
+    assert d.session._pacer.queued_bytes == 0
+    out = d.audio(speech_frames(0.6, seed=6)) + d.audio(silence_frames(0.2))
+    assert of(SendMedia, out) == []
 
 
 def test_a_new_reply_waits_for_a_click_and_then_plays():
