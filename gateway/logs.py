@@ -20,7 +20,9 @@ stream_sid_var: contextvars.ContextVar[str] = contextvars.ContextVar("stream_sid
 turn_id_var: contextvars.ContextVar[int | None] = contextvars.ContextVar("turn_id", default=None)
 trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
 
-_PHONE = re.compile(r"\+?\d[\d\-\s().]{7,}\d")
+# A phone number stands alone: not digits inside an identifier (a call sid "CA53b8...66895555558587...", whose
+# masking broke finding a call's lines by its sid) nor an ISO date ("2026-12-17").
+_PHONE = re.compile(r"(?<![\w+])(?!\d{4}-\d\d-\d\d(?!\d))\+?\d[\d\-\s().]{7,}\d(?!\w)")
 # Bearer/Token headers, sk-..., xi-api-key style values, and long opaque tokens.
 _SECRETISH = re.compile(r"(?i)(bearer\s+|token\s+|token=|signature=|sk-|xi-api-key[\"':=\s]+|api[_-]?key[\"':=\s]+)"
                         r"[A-Za-z0-9_\-\.%]{6,}")

@@ -46,5 +46,7 @@ async def test_heard_text_is_the_audio_that_reached_the_caller(offline_gateway, 
     assert words(greeting["agent_text"])[: len(stored)] == stored  # a prefix of what was planned
     transcribed = words(whisper.transcribe_mulaw(greeting_heard))
     assert abs(len(stored) - len(transcribed)) <= WORD_TOLERANCE, (greeting["heard_text"], transcribed)
-    assert stored[-1] in transcribed[-WORD_TOLERANCE - 1:] or transcribed[-1] in stored[-WORD_TOLERANCE - 1:], \
+    # They end at the same place: the last words overlap (the word the cut fell in may be misheard: "the
+    # clinic" cut in half came back as "the clip").
+    assert set(stored[-WORD_TOLERANCE - 1:]) & set(transcribed[-WORD_TOLERANCE - 1:]), \
         (greeting["heard_text"], transcribed)
