@@ -354,19 +354,15 @@ def test_an_onset_the_model_cannot_settle_is_looked_at_again_soon():
 def test_a_new_reply_waits_while_the_caller_starts_again_and_is_dropped_if_they_go_on():
     d = Driver(WITH_MODEL)
     finish_greeting(d)
-    d.audio(speech_frames(0.8))
-    d.audio(silence_frames(0.4))
-    answer_analysis(d, 0.9)
-    d.audio(silence_frames(0.3))
-    (start,) = of(StartReply, d.feed(TranscriptReceived(d.now, "I would like to come in")))
+    turn = caller_turn(d, "I would like to come in")
     d.audio(speech_frames(0.06, seed=4))  # the caller goes on: an onset the energy VAD has not confirmed yet
-    out = d.feed(ReplyDelta(d.now, start.turn_id, "Sure.")) + d.feed(ReplyDone(d.now, start.turn_id))
-    out += d.feed(SpeechAudio(d.now, start.turn_id, 0, tone(1.0)))  # the reply's audio is ready...
+    out = d.feed(ReplyDelta(d.now, turn, "Sure.")) + d.feed(ReplyDone(d.now, turn))
+    out += d.feed(SpeechAudio(d.now, turn, 0, tone(1.0)))  # the reply's audio is ready...
     assert d.session._pacer.queued_bytes and of(SendMedia, out) == []  # ...but waits
     out = d.audio(speech_frames(0.2, seed=5))
     assert of(SendMedia, out) == []
     out = answer_analysis(d, 0.9)  # it is speech: the reply goes, unheard, and both parts are answered together
-    assert of(CancelReply, out) == [CancelReply(start.turn_id, rollback=True)]
+    assert of(CancelReply, out) == [CancelReply(turn, rollback=True)]
     assert of(SendMedia, d.actions[-len(out):]) == []
     # Its frames that waited in the pacer went with it: none plays over the caller going on (in the
     # benchmark they did, with no reply left to stop them and no `clear`).
@@ -378,14 +374,10 @@ def test_a_new_reply_waits_while_the_caller_starts_again_and_is_dropped_if_they_
 def test_a_new_reply_waits_for_a_click_and_then_plays():
     d = Driver(WITH_MODEL)
     finish_greeting(d)
-    d.audio(speech_frames(0.8))
-    d.audio(silence_frames(0.4))
-    answer_analysis(d, 0.9)
-    d.audio(silence_frames(0.3))
-    (start,) = of(StartReply, d.feed(TranscriptReceived(d.now, "I would like to come in on Tuesday.")))
+    turn = caller_turn(d, "I would like to come in on Tuesday.")
     d.audio(speech_frames(0.04, seed=4))  # a click: too short for the energy VAD's onset
-    out = d.feed(ReplyDelta(d.now, start.turn_id, "Sure.")) + d.feed(ReplyDone(d.now, start.turn_id))
-    out += d.feed(SpeechAudio(d.now, start.turn_id, 0, tone(1.0)))
+    out = d.feed(ReplyDelta(d.now, turn, "Sure.")) + d.feed(ReplyDone(d.now, turn))
+    out += d.feed(SpeechAudio(d.now, turn, 0, tone(1.0)))
     assert d.session._pacer.queued_bytes and of(SendMedia, out) == []
     out = d.audio(silence_frames(0.04))  # it fizzled out: the next frame lets the reply go
     assert of(SendMedia, out)
