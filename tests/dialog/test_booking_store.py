@@ -23,11 +23,6 @@ SETTINGS = DialogSettings()
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return str(tmp_path / "voicegate.db")
-
-
-@pytest.fixture
 def store(db: str):
     with Store(db) as s:
         yield s

@@ -22,11 +22,6 @@ FRI_3PM = datetime(2026, 11, 20, 15, 0, tzinfo=NY)
 SETTINGS = DialogSettings()
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    return str(tmp_path / "voicegate.db")
-
-
 class WriteLock:
     """Another process's write transaction on the same file (a backup, a migration)."""
 
