@@ -6,6 +6,9 @@ Both are judged on the transcript alone, cheaply, at the moment the call core ha
 - `is_backchannel`: "uh-huh", "yeah", "right", "okay", "mm-hm", "sure" said while the agent is
   talking tell it to go on; they are not a turn. "No", "wait", "stop", "hold on", a question, or
   anything longer than a few words is (a person would stop for it).
+- `is_fragment`: two or three words that trail off ("I have to...", "We have...") are a start the
+  caller did not go on with, or talk nearby that the engine half caught: while the agent is talking they
+  let it go on, as a backchannel does. With a stop word, a number or a question mark they are a turn.
 - `sounds_unfinished`: a caller who pauses after "I'd like to come in on", "next", "at", "and",
   "um", or an hour with no minutes yet ("half past") has not finished the thought; answering into the
   pause cuts them off. A finished sentence ("Tuesday at 3.") is answered at once.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["is_backchannel", "sounds_unfinished"]
+__all__ = ["is_backchannel", "is_fragment", "sounds_unfinished"]
 
 # A backchannel is short: past this many words it carries content of its own.
 MAX_BACKCHANNEL_WORDS = 4
@@ -33,6 +36,11 @@ _ACK_FILLERS = frozenset({"oh", "ah", "uh", "um", "well", "so", "yeah", "okay", 
 # Words that stop a person talking, whatever else is said.
 _STOP = re.compile(r"\b(?:no|nope|not|wait|stop|hold on|hang on|sorry|excuse me|actually|but|hello|hey|"
                    r"what|why|how|when|where|who|can|could|would|will|do|does|is|are)\b")
+
+# A fragment is shorter still: a request, even cut off, takes more words ("I'd like to book...").
+MAX_FRAGMENT_WORDS = 3
+# How engines write a voice that trails off (whisper: "...", Deepgram: "-").
+_TRAILING_OFF = ("...", "\u2026", "-", "\u2014")
 
 # Words a sentence does not end on: conjunctions, prepositions, articles, possessives, fillers, a subject
 # with no verb yet, and the first halves of a date or a time. Kept to words that end almost no complete
@@ -84,6 +92,17 @@ def is_backchannel(text: str) -> bool:
     # "oh okay", "yeah yeah", "right right, sure": every word an acknowledgement or a filler.
     rest = [w for w in words if w not in _ACK_FILLERS]
     return not rest or " ".join(rest) in _ACKS
+
+
+def is_fragment(text: str) -> bool:
+    """A few words that trail off with nothing asked or refused: not a turn while the agent talks."""
+    stripped = text.strip()
+    words = _words(stripped)
+    if not words or len(words) > MAX_FRAGMENT_WORDS or not stripped.endswith(_TRAILING_OFF):
+        return False
+    if "?" in stripped or any(w.isdigit() for w in words):
+        return False  # a question, or a number that may be a day or a time the caller is giving
+    return not _STOP.search(" ".join(words))
 
 
 def sounds_unfinished(text: str) -> bool:

@@ -22,8 +22,9 @@ An interruption is a hypothesis until the caller's words confirm it. A stopped r
 audio (`gateway.reply_audio`) and its LLM and TTS streams go on. Words (an interim or final transcript)
 that are more than an acknowledgement confirm it: the reply is cancelled, and the history keeps what was
 heard (whole sentences, plus the words of the sentence in flight that had played by the `clear`, from
-the playout clock). An acknowledgement ("uh-huh", `dialog.turn_cues.is_backchannel`) is recorded and the
-reply resumes; so does one followed by no words at all (a cough, an empty transcript, or nothing within
+the playout clock). An acknowledgement ("uh-huh", `dialog.turn_cues.is_backchannel`) or a few words that trail
+off ("I have to...", `is_fragment`: a start the caller did not go on with, or talk nearby half caught) is
+recorded and the reply resumes; so does one followed by no words at all (a cough, an empty transcript, or nothing within
 `false_interruption_timeout_ms` of the caller going quiet). It resumes from the last pause before the
 words the caller talked over, so nothing they did not hear is lost. Marks of a stopped reply that Twilio
 echoes after the `clear` are stale and ignored: Twilio echoes every pending mark on `clear`.
@@ -54,7 +55,7 @@ from dialog.events import (
     TurnTimings,
 )
 from dialog.text_clean import clean_caller_text, clean_for_speech
-from dialog.turn_cues import is_backchannel, sounds_unfinished
+from dialog.turn_cues import is_backchannel, is_fragment, sounds_unfinished
 from gateway.reply_audio import Position, ReplyAudio, heard_words, speech_share
 
 SAMPLE_RATE = 8000
@@ -639,10 +640,12 @@ class CallSession:
         return actions
 
     def _acknowledges(self, text: str) -> bool:
-        """Words that only tell the agent to go on: an acknowledgement while it is audible, unless it is
-        asking a question the caller has mostly heard (then "yeah" answers it)."""
+        """Words that only tell the agent to go on: an acknowledgement or a fragment while it is audible,
+        unless it is asking a question the caller has mostly heard (then "yeah" answers it)."""
         reply = self._reply
-        if not self.settings.backchannels or reply is None or not reply.audible or not is_backchannel(text):
+        if not self.settings.backchannels or reply is None or not reply.audible:
+            return False
+        if not (is_backchannel(text) or is_fragment(text)):
             return False
         if reply.playback is not Playback.STOPPED:
             reply.question_heard = self._question_heard(reply, reply.audio.position_at(self._now))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dialog.turn_cues import is_backchannel, sounds_unfinished
+from dialog.turn_cues import is_backchannel, is_fragment, sounds_unfinished
 
 
 @pytest.mark.parametrize("text", [
@@ -21,6 +21,19 @@ def test_acknowledgements_as_engines_write_them_are_backchannels(text):
 ])
 def test_anything_more_is_not(text):
     assert not is_backchannel(text)
+
+
+@pytest.mark.parametrize("text", ["I have to...", "We have...", "So I…", "The, uh-", "I think..."])
+def test_a_few_words_trailing_off_are_a_fragment(text):
+    assert is_fragment(text)
+
+
+@pytest.mark.parametrize("text", [
+    "I have to.", "I'd like to book a...", "Wait, I...", "No...", "On the 16th...", "What about...", "Could I...",
+    "Hmm?", "", "...", "I have to go now",
+])
+def test_a_finished_phrase_a_longer_start_or_a_stop_word_is_not_a_fragment(text):
+    assert not is_fragment(text)
 
 
 @pytest.mark.parametrize("text", [

@@ -180,6 +180,27 @@ def test_backchannel_is_recorded_and_the_reply_goes_on():
     assert {"role": "user", "content": "Uh-huh."} not in d.session.history
 
 
+def test_a_fragment_trailing_off_is_recorded_and_the_reply_goes_on():
+    # Whisper's "I have to..." for a short "uh huh", or for talk nearby: the agent goes on, the words are kept.
+    d, turn = replying([tone(1.0), tone(1.0)], "We are open weekdays. The earliest time is nine.", played_s=0.5)
+    d.audio(speech_frames(0.3))
+    d.audio(silence_frames(0.6))
+    out = d.feed(TranscriptReceived(d.now, "I have to..."))
+    (kept,) = of(TurnTimings, out)
+    assert kept.backchannel and kept.user_text == "I have to..."
+    assert of(StartReply, out) == [] and of(CancelReply, out) == []
+    (timings,) = of(TurnTimings, play(d, 3.0))
+    assert timings.heard_text == "We are open weekdays. The earliest time is nine." and not timings.interrupted
+
+
+def test_a_longer_start_trailing_off_is_a_turn():
+    d, turn = replying([tone(2.0)], "We are open weekdays from nine to five.", played_s=0.5)
+    d.audio(speech_frames(0.6))
+    d.audio(silence_frames(0.6))
+    out = d.feed(TranscriptReceived(d.now, "I'd like to book a..."))
+    assert of(CancelReply, out) == [CancelReply(turn, rollback=False)]
+
+
 def test_yes_during_a_question_answers_it():
     d, turn = replying([tone(0.4), tone(1.2)], "Got it. Shall I book Tuesday at three?",
                        played_s=1.4)  # most of the question has played
