@@ -110,8 +110,8 @@ def sounds_unfinished(text: str) -> bool:
     stripped = text.strip()
     if not stripped:
         return False
-    if stripped.endswith(("...", "\u2026", ",", "-", "\u2014")):
-        return True  # engines write a trailing-off voice this way
+    if stripped.endswith(_TRAILING_OFF + (",",)):
+        return True  # engines write a trailing-off voice this way (or break off at a comma)
     words = _words(stripped)
     if not words:
         return False

@@ -6,6 +6,7 @@ is not finished is waited for."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from audio import mulaw
 from dialog.events import (
@@ -164,33 +165,24 @@ def test_interim_words_confirm_at_once():
 # ------------------------------------------------------------------ backchannels
 
 
-def test_backchannel_is_recorded_and_the_reply_goes_on():
+@pytest.mark.parametrize("words", [
+    "Uh-huh.",
+    "I have to...",  # a fragment: whisper's writing of a short "uh huh", or of talk nearby
+])
+def test_backchannel_is_recorded_and_the_reply_goes_on(words):
     d, turn = replying([tone(1.0), tone(1.0)], "We are open weekdays. The earliest time is nine.", played_s=0.5)
     d.audio(speech_frames(0.3))
     d.audio(silence_frames(0.6))
-    out = d.feed(TranscriptReceived(d.now, "Uh-huh."))
+    out = d.feed(TranscriptReceived(d.now, words))
     (ack,) = of(TurnTimings, out)
-    assert ack.backchannel and ack.user_text == "Uh-huh."
+    assert ack.backchannel and ack.user_text == words
     assert of(Interruption, out)[0].outcome == "backchannel"
     assert of(StartReply, out) == [] and of(CancelReply, out) == []
     out = play(d, 3.0)
     (timings,) = of(TurnTimings, out)
-    assert timings.heard_text == "We are open weekdays. The earliest time is nine."
-    assert of(StartReply, d.actions[-len(out):]) == []  # the "uh-huh" is never answered as a turn
-    assert {"role": "user", "content": "Uh-huh."} not in d.session.history
-
-
-def test_a_fragment_trailing_off_is_recorded_and_the_reply_goes_on():
-    # Whisper's "I have to..." for a short "uh huh", or for talk nearby: the agent goes on, the words are kept.
-    d, turn = replying([tone(1.0), tone(1.0)], "We are open weekdays. The earliest time is nine.", played_s=0.5)
-    d.audio(speech_frames(0.3))
-    d.audio(silence_frames(0.6))
-    out = d.feed(TranscriptReceived(d.now, "I have to..."))
-    (kept,) = of(TurnTimings, out)
-    assert kept.backchannel and kept.user_text == "I have to..."
-    assert of(StartReply, out) == [] and of(CancelReply, out) == []
-    (timings,) = of(TurnTimings, play(d, 3.0))
     assert timings.heard_text == "We are open weekdays. The earliest time is nine." and not timings.interrupted
+    assert of(StartReply, d.actions[-len(out):]) == []  # it is never answered as a turn
+    assert {"role": "user", "content": words} not in d.session.history
 
 
 def test_a_longer_start_trailing_off_is_a_turn():
