@@ -13,7 +13,9 @@ Order of the rules, and why:
    PROVIDE_DATE / PROVIDE_TIME / PROVIDE_BOTH. A "yes" in it is kept as `affirm`, so
    "yes, Tuesday at 3" after reading back Tuesday at 3 can count as a yes.
 3. A correction that names what to change but not the new value ("change the time").
-4. Goodbye, unless a clear yes is in the same breath ("yes thanks, bye" confirms).
+4. Goodbye, unless a clear yes is in the same breath ("yes thanks, bye" confirms), or the caller goes
+   on after it to ask for a booking or a day or time ("...see you soon. I'd like December": a
+   goodbye whisper wrote into a garbled sentence under noise must not end the call).
 5. No, then yes: negations are checked first so "that's not right" is not read as "right".
 6. Wanting an appointment at all ("I'd like to book").
 7. Half a slot, when nothing else was said: "...of December" (a month) is PROVIDE_DATE and
@@ -121,6 +123,16 @@ def mentions_booking(text: str) -> bool:
     return bool(_BOOKING_REQUEST.search(normalize(text)))
 
 
+def _goes_on(s: str, now: datetime) -> bool:
+    """After its last goodbye, the turn asks for a booking or names a day, month or time of day."""
+    *_, last = _GOODBYE.finditer(s)
+    rest = s[last.end():]
+    if _BOOK.search(rest):
+        return True
+    after = extract(rest, now)
+    return any(x is not None for x in (after.date, after.time, after.month, after.meridiem))
+
+
 def classify(text: str, now: datetime, question: Question | None = None) -> ParsedTurn:
     """What the caller's turn means. `now` is aware, in the business's timezone; `question` is what
     the agent had just asked, if known."""
@@ -147,7 +159,7 @@ def classify(text: str, now: datetime, question: Question | None = None) -> Pars
                           if pattern.search(s))
         if clear:
             return ParsedTurn.from_slots(Intent.CORRECTION, slots, clear=clear)
-    if _GOODBYE.search(s) and not strong_yes:
+    if _GOODBYE.search(s) and not strong_yes and not _goes_on(s, now):
         return ParsedTurn.from_slots(Intent.GOODBYE, slots)
     partial = slots.month is not None or slots.meridiem is not None
     if said_no:

@@ -30,6 +30,10 @@ CASES: list[tuple[str, Intent]] = [
     ("goodbye", Intent.GOODBYE), ("bye", Intent.GOODBYE), ("that's all", Intent.GOODBYE),
     ("hang up", Intent.GOODBYE), ("ok bye", Intent.GOODBYE), ("no thanks, bye", Intent.GOODBYE),
     ("see you then", Intent.GOODBYE), ("I'd like to see you on the eleventh", Intent.PROVIDE_DATE),
+    ("That's all. Thank you.", Intent.GOODBYE), ("Okay, bye. Have a nice day.", Intent.GOODBYE),
+    ("Bye. Oh wait, can I book another appointment?", Intent.BOOK),
+    # Whisper under babble, for "I'd like to book December eleventh at half past one in the afternoon":
+    ("See you in the whole December, will see you soon. I'd like to do December all night.", Intent.PROVIDE_DATE),
     ("I'd like to book an appointment", Intent.BOOK), ("I want to schedule a visit", Intent.BOOK),
     ("do you have any availability", Intent.BOOK), ("I need to see the doctor", Intent.BOOK),
     ("next Tuesday", Intent.PROVIDE_DATE), ("the fifth of December", Intent.PROVIDE_DATE),

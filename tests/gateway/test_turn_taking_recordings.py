@@ -119,7 +119,8 @@ def test_a_voice_under_babble_is_heard_and_its_turn_ends(detector, recordings, s
 # Not here: a car horn, whose harmonics Silero scores like a vowel (0.8); it stops the agent, and the
 # reply resumes when no words follow (tests/gateway/test_turn_taking.py shows the resume).
 @pytest.mark.parametrize("clip", ["door", "clatter", "burp", "laugh", "thud", "busy_tone", "ringback_twinkle",
-                                  "crowd_oooh", "metal_drop", "cash_till", "jackhammer", "ring_burst"])
+                                  "crowd_oooh", "metal_drop", "cash_till", "jackhammer", "ring_burst",
+                                  "ringtone_twinkle"])
 def test_a_noise_while_the_agent_talks_does_not_stop_it(detector, recordings, piper, clip):
     d = ModelDriven(detector)
     out = d.feed(ReplyDelta(d.now, 0, "Hi, thanks for calling the clinic. Would you like to book an appointment?"))
