@@ -98,9 +98,8 @@ class SessionSettings:
     # A 32 ms window is speech at this Silero probability. 0.5 is Silero's own default; phone audio
     # (8 kHz, upsampled) scores lower than wideband, so nothing stricter.
     speech_threshold: float = 0.5
-    # Speech windows an onset needs, in a row: ~100 ms of speech. A cough or a door scores one or two at
-    # most; a syllable of real speech scores several, one after another. A melody (a ringtone) scores a
-    # window here and there as its notes change, three of them within 300 ms, but not three in a row.
+    # Speech windows an onset needs: ~100 ms of speech. A cough or a door scores one or two at most; a
+    # syllable of real speech scores several.
     onset_speech_windows: int = 3
     # An onset with fewer speech windows but some (or any window above `uncertain_probability`) is
     # looked at again this soon, with the audio since: 60 ms more settles 94 % of real-speech onsets
@@ -446,7 +445,7 @@ class CallSession:
         actions: list[Action] = []
         utt.verdict_due = None
         if not utt.speech:
-            if longest_run(speech) >= self.settings.onset_speech_windows:
+            if len(speech) >= self.settings.onset_speech_windows:
                 first = utt.request_start + speech[0] * MODEL_WINDOW
                 preroll = self.settings.preroll_ms * SAMPLE_RATE // 1000
                 start = utt.start if utt.speech is None else max(first - preroll, utt.start, self._ring.oldest)
@@ -1046,14 +1045,3 @@ def _later(a: Position | None, b: Position | None) -> Position | None:
     if b is None:
         return a
     return b if (b.sentence, b.offset) > (a.sentence, a.offset) else a
-
-
-def longest_run(indices: list[int]) -> int:
-    """The most consecutive numbers in an ascending list (the speech windows that came one after another)."""
-    best = run = 0
-    previous = None
-    for i in indices:
-        run = run + 1 if previous is not None and i == previous + 1 else 1
-        best = max(best, run)
-        previous = i
-    return best

@@ -119,8 +119,7 @@ def test_a_voice_under_babble_is_heard_and_its_turn_ends(detector, recordings, s
 # Not here: a car horn, whose harmonics Silero scores like a vowel (0.8); it stops the agent, and the
 # reply resumes when no words follow (tests/gateway/test_turn_taking.py shows the resume).
 @pytest.mark.parametrize("clip", ["door", "clatter", "burp", "laugh", "thud", "busy_tone", "ringback_twinkle",
-                                  "crowd_oooh", "metal_drop", "cash_till", "jackhammer", "ring_burst",
-                                  "ringtone_twinkle"])
+                                  "crowd_oooh", "metal_drop", "cash_till", "jackhammer", "ring_burst"])
 def test_a_noise_while_the_agent_talks_does_not_stop_it(detector, recordings, piper, clip):
     d = ModelDriven(detector)
     out = d.feed(ReplyDelta(d.now, 0, "Hi, thanks for calling the clinic. Would you like to book an appointment?"))
@@ -132,3 +131,20 @@ def test_a_noise_while_the_agent_talks_does_not_stop_it(detector, recordings, pi
     out = d.play(line)
     assert [a for a in out if isinstance(a, SendClear)] == [], clip
     assert utterances(out) == []
+
+
+@pytest.mark.parametrize("shift_ms", [0, 5, 10, 15])
+@pytest.mark.parametrize("clip", ["burp", "laugh", "crowd_oooh"])
+def test_where_the_frames_fall_does_not_decide_a_noise(detector, recordings, piper, clip, shift_ms):
+    """The same sound a few ms later on the line (the phase of a call's frames is chance). Silero's score
+    on phone audio swings with where its 32 ms windows fall on a sound: this burp scored 0.12 one way and
+    0.76 the way 10 ms later, and stopped the agent. The model is asked twice, half a window apart."""
+    d = ModelDriven(detector)
+    out = d.feed(ReplyDelta(d.now, 0, "Hi, thanks for calling the clinic. Would you like to book an appointment?"))
+    out += d.feed(ReplyDone(d.now, 0))
+    for action in [a for a in out if isinstance(a, Synthesize)]:
+        d.feed(SpeechAudio(d.now, 0, action.sentence, piper.synthesize_mulaw(action.text)))
+        d.feed(SpeechDone(d.now, 0, action.sentence))
+    line = overlay(mulaw.silence(8000 * 3), recordings.audio(clip), at_s=1.0 + shift_ms / 1000)
+    out = d.play(line)
+    assert [a for a in out if isinstance(a, SendClear)] == [], (clip, shift_ms)
