@@ -16,7 +16,9 @@ Order of the rules, and why:
 4. Goodbye, unless a clear yes is in the same breath ("yes thanks, bye" confirms), or the caller goes
    on after it to ask for a booking or a day or time ("...see you soon. I'd like December": a
    goodbye whisper wrote into a garbled sentence under noise must not end the call).
-5. No, then yes: negations are checked first so "that's not right" is not read as "right".
+5. No, then yes: negations are checked first so "that's not right" is not read as "right". A no
+   counts when it comes up front or is the whole of a short turn, not as a "not" deep inside a long
+   sentence that answers nothing (whisper's writing of a caller under noise).
 6. Wanting an appointment at all ("I'd like to book").
 7. Half a slot, when nothing else was said: "...of December" (a month) is PROVIDE_DATE and
    "...in the afternoon" (am/pm) PROVIDE_TIME, for the dialog to complete what it holds
@@ -123,6 +125,20 @@ def mentions_booking(text: str) -> bool:
     return bool(_BOOKING_REQUEST.search(normalize(text)))
 
 
+# A refusal is said up front ("No thanks", "I don't think so", "That's not right") or is the whole of a
+# short turn. A "not" deep in a long sentence that answers nothing ("Hi, I hope you're working. I do not
+# agree.", as whisper wrote a caller asking for the 14th under babble) is not a no to the question: the
+# agent asks again rather than end the call on it.
+REFUSAL_LEAD_WORDS = 4
+SHORT_TURN_WORDS = 6
+
+
+def _refuses(plain: str) -> bool:
+    m = _NO.search(plain)
+    return m is not None and (len(plain[:m.start()].split()) < REFUSAL_LEAD_WORDS
+                              or len(plain.split()) <= SHORT_TURN_WORDS)
+
+
 def _goes_on(s: str, now: datetime) -> bool:
     """After its last goodbye, the turn asks for a booking or names a day, month or time of day."""
     *_, last = _GOODBYE.finditer(s)
@@ -162,7 +178,7 @@ def classify(text: str, now: datetime, question: Question | None = None) -> Pars
     if _GOODBYE.search(s) and not strong_yes and not _goes_on(s, now):
         return ParsedTurn.from_slots(Intent.GOODBYE, slots)
     partial = slots.month is not None or slots.meridiem is not None
-    if said_no:
+    if said_no and (partial or _refuses(plain)):
         return ParsedTurn.from_slots(Intent.CORRECTION if partial else Intent.DENY, slots)
     if any_yes:
         return ParsedTurn.from_slots(Intent.AFFIRM, slots)

@@ -20,7 +20,11 @@ CASES: list[tuple[str, Intent]] = [
     ("no problem", Intent.AFFIRM), ("yes thanks, bye", Intent.AFFIRM), ("uh huh", Intent.AFFIRM),
     ("no", Intent.DENY), ("No.", Intent.DENY), ("nope", Intent.DENY), ("not really", Intent.DENY),
     ("that's wrong", Intent.DENY), ("that's not right", Intent.DENY), ("no thanks", Intent.DENY),
-    ("that doesn't work", Intent.DENY),
+    ("that doesn't work", Intent.DENY), ("Actually, I don't need an appointment anymore, thanks.", Intent.DENY),
+    ("No, I was just calling to ask about something else entirely.", Intent.DENY),
+    # Whisper under babble for "I'd like to book the fourteenth at eleven" and "...this Friday at half past one":
+    ("Hi, I hope you're working. I do not agree.", Intent.UNKNOWN),
+    ("I'm looking for the idea that I don't want to play.", Intent.UNKNOWN),
     ("actually make it Wednesday", Intent.CORRECTION), ("no, 4 pm", Intent.CORRECTION),
     ("change the time to 5", Intent.CORRECTION), ("can we do Thursday instead", Intent.CORRECTION),
     ("not Tuesday, Wednesday", Intent.CORRECTION), ("change the time", Intent.CORRECTION),
