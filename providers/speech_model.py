@@ -91,8 +91,8 @@ class SpeechModel:
         Each window's score is the mean of two looks: the windows as they fall, and a second sequence half
         a window later (the two shifted windows that overlap it, averaged). On telephone audio Silero's
         score of the same sound swings with where its windows fall: a burp scored 0.12 one way and 0.76
-        the way 10 ms later, and a caller's first syllable 0.36 or 0.59; which way a call gets is chance
-        (its frames' phase). The two looks cost two model runs at a decision (~0.15 ms of CPU per 32 ms window)."""
+        the way 10 ms later, and which way a call gets is chance (its frames' phase). The two looks cost
+        two model runs at a decision (~0.15 ms of CPU per 32 ms window)."""
         n_windows = len(pcm8k) // WINDOW_8K
         if n_windows == 0:
             return np.zeros(0, dtype=np.float32)
