@@ -18,6 +18,7 @@ events that sent `clear`, and for barge-ins the time from the speech's onset to 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -29,78 +30,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from audio import mulaw  # noqa: E402
-from dialog.events import (  # noqa: E402
-    AnalyzeSpeech, CallStarted, ReplyDelta, ReplyDone, SendClear, SpeechAnalyzed, SpeechAudio, SpeechDone,
-    Synthesize,
-)
-from gateway.session import CallSession, SessionSettings  # noqa: E402
+from dialog.events import SendClear  # noqa: E402
+from gateway.session import SessionSettings  # noqa: E402
 from loadgen import turn_taking as tt  # noqa: E402
+from loadgen.core_replay import FRAME, ModelDrivenCall  # noqa: E402
 from loadgen.recordings import fetch  # noqa: E402
 
 GREETING = "Hi, thanks for calling the clinic. Would you like to book an appointment?"
-FRAME = 160  # 20 ms of 8 kHz mu-law
 SCENARIOS = {"nonspeech": 24, "barge_in": 14, "backchannel": 14}  # as many as the turn-taking bench plays
 
 
-class Replay:
-    """One call core, fed 20 ms frames on a simulated clock; the model answers `delay` s after a request."""
-
-    def __init__(self, settings: SessionSettings, detector, greeting: dict[str, bytes], delay: float) -> None:
-        self.session = CallSession(settings)
-        self.detector = detector
-        self.delay = delay
-        self.now = 100.0
-        self.pending: list[tuple[float, int, object]] = []
-        self.feed(CallStarted(self.now, "CA1", "MZ1"))
-        out = self.feed(ReplyDelta(self.now, 0, GREETING)) + self.feed(ReplyDone(self.now, 0))
-        for action in [a for a in out if isinstance(a, Synthesize)]:
-            self.feed(SpeechAudio(self.now, 0, action.sentence, greeting[action.text]))
-            self.feed(SpeechDone(self.now, 0, action.sentence))
-
-    def feed(self, event) -> list:
-        return self._carry(self.session.handle(event))
-
-    def _carry(self, actions: list) -> list:
-        out = []
-        while actions:
-            out += actions
-            answers = []
-            for a in actions:
-                if isinstance(a, AnalyzeSpeech):
-                    r = self.detector.analyze(a.audio, a.reference, a.max_lag)
-                    if self.delay:
-                        self.pending.append((self.now + self.delay, a.request_id, r))
-                    else:
-                        answers += self.session.handle(SpeechAnalyzed(self.now, a.request_id, r.probabilities,
-                                                                      r.levels_dbfs, r.echo_erle_db))
-            actions = answers
-        return out
-
-    def play(self, audio: bytes) -> list[float]:
-        """Times of the `clear`s sent, s after the first frame of `audio`."""
-        start, clears = self.now, []
-        for i in range(0, len(audio) - len(audio) % FRAME, FRAME):
-            self.now += 0.02
-            out = self._carry(self.session.audio(self.now, audio[i:i + FRAME]))
-            while self.pending and self.pending[0][0] <= self.now + 1e-9:
-                _, request, r = self.pending.pop(0)
-                out += self.feed(SpeechAnalyzed(self.now, request, r.probabilities, r.levels_dbfs, r.echo_erle_db))
-            clears += [self.now - start for a in out if isinstance(a, SendClear)]
-        return clears
-
-
-def one_look(model):
-    """The model's score with one look per window (before 9aabe4d), for `--looks 1`."""
-    from audio.resample import int16_to_float32, resample
-    from providers.speech_model import MODEL_RATE, WINDOW, WINDOW_8K
-
-    def probabilities(pcm8k: np.ndarray) -> np.ndarray:
-        n = len(pcm8k) // WINDOW_8K
-        if n == 0:
-            return np.zeros(0, dtype=np.float32)
-        x = int16_to_float32(resample(np.asarray(pcm8k[: n * WINDOW_8K], dtype=np.int16), 8000, MODEL_RATE))
-        return model._run(np.pad(x[: n * WINDOW], (0, max(0, n * WINDOW - len(x)))), 0, n)
-    return probabilities
+def clear_times(call: ModelDrivenCall, audio: bytes) -> list[float]:
+    """Times of the `clear`s sent while `audio` plays, s after its first frame."""
+    start, clears = call.now, []
+    for i in range(0, len(audio) - len(audio) % FRAME, FRAME):
+        clears += [call.now - start for a in call.frame(audio[i:i + FRAME]) if isinstance(a, SendClear)]
+    return clears
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -120,25 +65,26 @@ def main(argv: list[str] | None = None) -> int:
 
     model = SpeechModel.shared()
     if args.looks == 1:
-        model.probabilities = one_look(model)
+        model.probabilities = functools.partial(model.probabilities, looks=1)
     detector = SpeechDetector(model)
     piper = PiperEngine.shared()
     cat = fetch()
     probes = (tt.nonspeech_probes(cat, SCENARIOS["nonspeech"]) + tt.barge_in_probes(cat, SCENARIOS["barge_in"])
               + tt.backchannel_probes(cat, SCENARIOS["backchannel"]))
     # One synthesis of the greeting for every replay: Piper's voice varies from one synthesis to the next.
-    greeting: dict[str, bytes] = {}
+    speak = functools.cache(piper.synthesize_mulaw)
     settings = SessionSettings(model_vad=True)
     phases = [int(x) for x in args.phases_ms.split(",") if x.strip()]
     started = time.time()
     rows = []
     for probe in probes:
         for phase in phases:
-            replay = _replay(settings, detector, piper, greeting, args.delay_ms / 1000)
+            call = ModelDrivenCall(detector, settings, args.delay_ms / 1000)
+            call.greet(GREETING, speak)
             turn = probe.turns[0]
             lead = mulaw.silence(8 * turn.barge_in_ms + 8 * phase)
             onset = turn.barge_in_ms / 1000 + phase / 1000 + probe.parts[0].onset_s
-            clears = replay.play(lead + turn.audio + mulaw.silence(16000))
+            clears = clear_times(call, lead + turn.audio + mulaw.silence(16000))
             rows.append({"scenario": probe.scenario, "label": probe.label, "phase_ms": phase,
                          "clear_ms": round((clears[0] - onset) * 1000) if clears else None})
     summary = {}
@@ -160,20 +106,6 @@ def main(argv: list[str] | None = None) -> int:
                                      "seconds": round(time.time() - started, 1), "summary": summary,
                                      "events": rows}, indent=1) + "\n")
     return 0
-
-
-def _replay(settings, detector, piper, greeting: dict[str, bytes], delay: float) -> Replay:
-    if not greeting:
-        for text in _greeting_sentences(settings):
-            greeting[text] = piper.synthesize_mulaw(text)
-    return Replay(settings, detector, greeting, delay)
-
-
-def _greeting_sentences(settings: SessionSettings) -> list[str]:
-    s = CallSession(settings)
-    s.handle(CallStarted(0.0, "CA1", "MZ1"))
-    out = s.handle(ReplyDelta(0.0, 0, GREETING)) + s.handle(ReplyDone(0.0, 0))
-    return [a.text for a in out if isinstance(a, Synthesize)]
 
 
 if __name__ == "__main__":

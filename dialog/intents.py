@@ -133,10 +133,9 @@ REFUSAL_LEAD_WORDS = 4
 SHORT_TURN_WORDS = 6
 
 
-def _refuses(plain: str) -> bool:
-    m = _NO.search(plain)
-    return m is not None and (len(plain[:m.start()].split()) < REFUSAL_LEAD_WORDS
-                              or len(plain.split()) <= SHORT_TURN_WORDS)
+def _refuses(plain: str, no: re.Match[str]) -> bool:
+    """`no`: the turn's first negation."""
+    return len(plain[:no.start()].split()) < REFUSAL_LEAD_WORDS or len(plain.split()) <= SHORT_TURN_WORDS
 
 
 def _goes_on(s: str, now: datetime) -> bool:
@@ -158,7 +157,8 @@ def classify(text: str, now: datetime, question: Question | None = None) -> Pars
     slots = extract(text, now, question)
     has_slots = slots.date is not None or slots.time is not None
     plain = _UNSURE.sub(" ", _NO_PROBLEM.sub("okay", s))
-    said_no = bool(_NO.search(plain))
+    no = _NO.search(plain)
+    said_no = no is not None
     strong_yes = bool(_STRONG_YES.search(plain)) and not said_no
     any_yes = strong_yes or (bool(_WEAK_YES.search(plain)) and not said_no)
 
@@ -178,7 +178,7 @@ def classify(text: str, now: datetime, question: Question | None = None) -> Pars
     if _GOODBYE.search(s) and not strong_yes and not _goes_on(s, now):
         return ParsedTurn.from_slots(Intent.GOODBYE, slots)
     partial = slots.month is not None or slots.meridiem is not None
-    if said_no and (partial or _refuses(plain)):
+    if no is not None and (partial or _refuses(plain, no)):
         return ParsedTurn.from_slots(Intent.CORRECTION if partial else Intent.DENY, slots)
     if any_yes:
         return ParsedTurn.from_slots(Intent.AFFIRM, slots)

@@ -85,21 +85,22 @@ class SpeechModel:
                 cls._shared = cls()
             return cls._shared
 
-    def probabilities(self, pcm8k: np.ndarray) -> np.ndarray:
+    def probabilities(self, pcm8k: np.ndarray, looks: int = 2) -> np.ndarray:
         """Speech probability of each whole 32 ms window of 8 kHz int16 audio (a partial tail is dropped).
 
         Each window's score is the mean of two looks: the windows as they fall, and a second sequence half
         a window later (the two shifted windows that overlap it, averaged). On telephone audio Silero's
         score of the same sound swings with where its windows fall: a burp scored 0.12 one way and 0.76
         the way 10 ms later, and which way a call gets is chance (its frames' phase). The two looks cost
-        two model runs at a decision (~0.15 ms of CPU per 32 ms window)."""
+        two model runs at a decision (~0.15 ms of CPU per 32 ms window). `looks=1`: the first alone (what
+        `bench/onset_replay.py --looks 1` compares with)."""
         n_windows = len(pcm8k) // WINDOW_8K
         if n_windows == 0:
             return np.zeros(0, dtype=np.float32)
         x = int16_to_float32(resample(np.asarray(pcm8k[: n_windows * WINDOW_8K], dtype=np.int16), 8000, MODEL_RATE))
         x = np.pad(x[: n_windows * WINDOW], (0, max(0, n_windows * WINDOW - len(x))))
         aligned = self._run(x, 0, n_windows)
-        if n_windows < 2:
+        if n_windows < 2 or looks < 2:
             return aligned
         half = self._run(x, WINDOW // 2, n_windows - 1)  # shifted window k spans aligned windows k and k + 1
         around = np.empty(n_windows, dtype=np.float32)

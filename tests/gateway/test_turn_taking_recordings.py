@@ -8,17 +8,15 @@ from __future__ import annotations
 import pytest
 
 from audio import mulaw
-from dialog.events import (
-    AnalyzeSpeech, CallStarted, ReplyDelta, ReplyDone, SendClear, SpeechAnalyzed, SpeechAudio, SpeechDone, Synthesize,
-    TranscribeUtterance,
-)
-from gateway.session import CallSession, SessionSettings
+from dialog.events import ReplyDone, SendClear, TranscribeUtterance
+from loadgen.core_replay import ModelDrivenCall
 from loadgen.recordings import active_span, concat_with_pauses, loop_to, mix_at_snr, overlay
 
 pytest.importorskip("faster_whisper")
 
 NOISE_BEDS = ["babble_6", "crowd_applause", "traffic_truck", "moh_cold_day", "keyboard_typing",
               "machine_3d_printer", "train_passby", "helicopter"]
+GREETING = "Hi, thanks for calling the clinic. Would you like to book an appointment?"
 VOICES = ["allison_please_hold", "librivox_0880", "cards_001", "sphinx_go_forward", "allison_weasels",
           "tidigits_2934z"]
 
@@ -30,48 +28,13 @@ def detector():
     return SpeechDetector(SpeechModel.shared())
 
 
-class ModelDriven:
-    """A session fed 20 ms frames on a simulated clock; the model answers every request at once."""
-
-    def __init__(self, detector) -> None:
-        self.session = CallSession(SessionSettings(model_vad=True))
-        self.detector = detector
-        self.now = 100.0
-        self.actions: list = []
-        self.feed(CallStarted(self.now, "CA1", "MZ1"))
-
-    def feed(self, event) -> list:
-        return self._carry(self.session.handle(event))
-
-    def _carry(self, actions: list) -> list:
-        out = []
-        while actions:
-            out += actions
-            answers = []
-            for action in actions:
-                if isinstance(action, AnalyzeSpeech):
-                    r = self.detector.analyze(action.audio, action.reference, action.max_lag)
-                    answers += self.session.handle(SpeechAnalyzed(self.now, action.request_id, r.probabilities,
-                                                                  r.levels_dbfs, r.echo_erle_db))
-            actions = answers
-        self.actions += out
-        return out
-
-    def play(self, audio: bytes) -> list:
-        out = []
-        for i in range(0, len(audio) - len(audio) % 160, 160):
-            self.now += 0.02
-            out += self._carry(self.session.audio(self.now, audio[i:i + 160]))
-        return out
-
-
 def utterances(actions: list) -> list[TranscribeUtterance]:
     return [a for a in actions if isinstance(a, TranscribeUtterance)]
 
 
 @pytest.mark.parametrize("bed", NOISE_BEDS)
 def test_a_noise_bed_with_nobody_speaking_starts_no_turn(detector, recordings, bed):
-    d = ModelDriven(detector)
+    d = ModelDrivenCall(detector)
     d.feed(ReplyDone(d.now, 0))  # a greeting with nothing to say: the line is the caller's
     assert utterances(d.play(loop_to(recordings.audio(bed), 30.0))) == []
 
@@ -80,7 +43,7 @@ def test_three_talkers_close_by_never_hold_a_turn_open_for_good(detector, record
     """Three people talking right beside the phone are speech, to the model as to anyone: their talk can
     start an utterance. It must still end, so that a caller's turn is never held open by them: after
     `held_open_max_ms` at the latest (the STT's guards then judge what is in it)."""
-    d = ModelDriven(detector)
+    d = ModelDrivenCall(detector)
     d.feed(ReplyDone(d.now, 0))
     found = utterances(d.play(loop_to(recordings.audio("babble_3"), 30.0)))
     limit = d.session.settings.held_open_max_ms / 1000 + 0.5  # the cap, plus pre-roll and tail
@@ -95,7 +58,7 @@ def test_a_voice_under_babble_is_heard_and_its_turn_ends(detector, recordings, s
     3 s after the voice)."""
     ended = 0
     for voice in VOICES:
-        d = ModelDriven(detector)
+        d = ModelDrivenCall(detector)
         d.feed(ReplyDone(d.now, 0))
         speech = recordings.audio(voice)
         clip = concat_with_pauses([speech], lead_ms=3000, tail_ms=3000)
@@ -103,8 +66,7 @@ def test_a_voice_under_babble_is_heard_and_its_turn_ends(detector, recordings, s
         start = d.now
         found: list[tuple[float, TranscribeUtterance]] = []
         for i in range(0, len(mixed) - len(mixed) % 160, 160):
-            d.now += 0.02
-            found += [(d.now, u) for u in utterances(d._carry(d.session.audio(d.now, mixed[i:i + 160])))]
+            found += [(d.now, u) for u in utterances(d.frame(mixed[i:i + 160]))]
         assert 1 <= len(found) <= 2, (voice, snr, len(found))
         seconds = sum(len(u.audio) for _, u in found) / 8000
         voiced = active_span(speech)
@@ -121,12 +83,8 @@ def test_a_voice_under_babble_is_heard_and_its_turn_ends(detector, recordings, s
 @pytest.mark.parametrize("clip", ["door", "clatter", "burp", "laugh", "thud", "busy_tone", "ringback_twinkle",
                                   "crowd_oooh", "metal_drop", "cash_till", "jackhammer", "ring_burst"])
 def test_a_noise_while_the_agent_talks_does_not_stop_it(detector, recordings, piper, clip):
-    d = ModelDriven(detector)
-    out = d.feed(ReplyDelta(d.now, 0, "Hi, thanks for calling the clinic. Would you like to book an appointment?"))
-    out += d.feed(ReplyDone(d.now, 0))
-    for action in [a for a in out if isinstance(a, Synthesize)]:
-        d.feed(SpeechAudio(d.now, 0, action.sentence, piper.synthesize_mulaw(action.text)))
-        d.feed(SpeechDone(d.now, 0, action.sentence))
+    d = ModelDrivenCall(detector)
+    d.greet(GREETING, piper.synthesize_mulaw)
     line = overlay(mulaw.silence(8000 * 3), recordings.audio(clip), at_s=1.0)
     out = d.play(line)
     assert [a for a in out if isinstance(a, SendClear)] == [], clip
@@ -139,12 +97,8 @@ def test_where_the_frames_fall_does_not_decide_a_noise(detector, recordings, pip
     """The same sound a few ms later on the line (the phase of a call's frames is chance). Silero's score
     on phone audio swings with where its 32 ms windows fall on a sound: this burp scored 0.12 one way and
     0.76 the way 10 ms later, and stopped the agent. The model is asked twice, half a window apart."""
-    d = ModelDriven(detector)
-    out = d.feed(ReplyDelta(d.now, 0, "Hi, thanks for calling the clinic. Would you like to book an appointment?"))
-    out += d.feed(ReplyDone(d.now, 0))
-    for action in [a for a in out if isinstance(a, Synthesize)]:
-        d.feed(SpeechAudio(d.now, 0, action.sentence, piper.synthesize_mulaw(action.text)))
-        d.feed(SpeechDone(d.now, 0, action.sentence))
+    d = ModelDrivenCall(detector)
+    d.greet(GREETING, piper.synthesize_mulaw)
     line = overlay(mulaw.silence(8000 * 3), recordings.audio(clip), at_s=1.0 + shift_ms / 1000)
     out = d.play(line)
     assert [a for a in out if isinstance(a, SendClear)] == [], (clip, shift_ms)
