@@ -128,6 +128,13 @@ class VadConfig:
     # the start threshold), where the floor follows its quiet troughs. A babble or a TV sits about its
     # ambient level; a caller's voice stands above it. 2 s, like the floor's rise.
     ambient_ms: float = 2000.0
+    # The call's first frames count toward the ambient level whatever their level: a caller in a café
+    # or beside a loud TV has the noise from the first frame, where every frame stands out from the
+    # starting floor and none would ever count as quiet, so the line's level stayed unknown (the
+    # starting floor) and the babble's first seconds were taken for the caller, cutting the greeting.
+    # Callers listen at pick-up; one who says "hello?" then only raises the level their next onset must
+    # clear until the first quiet frames bring it down (a plain mean: 0.3 s of them halve the excess).
+    ambient_bootstrap_ms: int = 300
     # Starting floor. A little above min_level_dbfs: the first frames of a call are usually line
     # noise, so starting high avoids a false onset on a noisy line, the fast fall reaches a
     # quiet line's level within ~0.3 s, and normal speech clears it even before that.
@@ -152,6 +159,8 @@ class VadConfig:
             raise ValueError("floor time constants must be > 0")
         if self.ambient_ms <= 0:
             raise ValueError("ambient_ms must be > 0")
+        if self.ambient_bootstrap_ms < 0:
+            raise ValueError("ambient_bootstrap_ms must be >= 0")
         for name in ("min_speech_ms", "end_silence_ms", "max_utterance_ms", "steady_noise_ms"):
             if getattr(self, name) < self.frame_ms:
                 raise ValueError(f"{name} must be at least one frame")
@@ -215,6 +224,7 @@ class EnergyVad:
         self._fall = 1.0 - math.exp(-frame_s * 1000.0 / config.floor_fall_ms)
         self._rise = 1.0 - math.exp(-frame_s * 1000.0 / config.floor_rise_ms)
         self._ambient_coeff = 1.0 - math.exp(-frame_s * 1000.0 / config.ambient_ms)
+        self._ambient_bootstrap = config.frames(config.ambient_bootstrap_ms) * self._frame if config.ambient_bootstrap_ms else 0
         self._levels = np.empty(self._steady_frames, dtype=np.float64)  # guard's ring of levels
         # Ranks of the 10th and 90th percentile frame in the guard's window.
         decile = self._steady_frames // 10
@@ -227,7 +237,7 @@ class EnergyVad:
         self._state = _State.IDLE
         self._floor = max(cfg.initial_floor_dbfs, cfg.min_level_dbfs)
         self._ambient = self._floor
-        self._ambient_frames = 0  # quiet frames averaged so far: the first second is a plain mean
+        self._ambient_frames = 0  # frames averaged so far (the first ones, then quiet ones): a plain mean at first
         self._pending = _NO_SAMPLES  # partial frame awaiting more samples
         self._position = 0  # samples received
         self._analysed = 0  # samples analysed (whole frames)
@@ -352,6 +362,9 @@ class EnergyVad:
         self._analysed = frame_end
         floor = self._floor
         state = self._state
+        bootstrap = frame_end <= self._ambient_bootstrap
+        if bootstrap:
+            self._learn_ambient(level)
 
         if state is _State.SPEAKING:
             voiced = level > floor + cfg.stop_margin_db
@@ -401,13 +414,17 @@ class EnergyVad:
                 events.append(SpeechStarted(self._onset_start, frame_end))
             return
         self._state = _State.IDLE  # an unconfirmed onset that dipped was a click or a burst
-        # A plain running mean over the first frames, so the ambient level is the line's own within a
-        # fraction of a second (a caller in a café from the first frame), then the slow average.
-        self._ambient_frames += 1
-        coeff = max(self._ambient_coeff, 1.0 / self._ambient_frames)
-        self._ambient += (max(level, cfg.min_level_dbfs) - self._ambient) * coeff
+        if not bootstrap:
+            self._learn_ambient(level)
         coeff = self._fall if level < floor else self._rise
         self._floor = max(cfg.min_level_dbfs, floor + (level - floor) * coeff)
+
+    def _learn_ambient(self, level: float) -> None:
+        # A plain running mean over the first frames, so the ambient level is the line's own within a
+        # fraction of a second, then the slow average.
+        self._ambient_frames += 1
+        coeff = max(self._ambient_coeff, 1.0 / self._ambient_frames)
+        self._ambient += (max(level, self._config.min_level_dbfs) - self._ambient) * coeff
 
     def _begin_utterance(self, start: int) -> None:
         self._state = _State.SPEAKING

@@ -244,6 +244,18 @@ def test_loud_steady_noise_is_learned(start_s: float) -> None:
     assert [type(e) for e in events(more, vad)] == [SpeechStarted]
 
 
+def test_the_ambient_level_of_a_line_loud_from_its_first_frame_is_known_at_once() -> None:
+    # A café from the first frame: a fluctuating bed (talk around the caller) 15-20 dB above the starting
+    # floor, so no frame counts as quiet; the call's first frames still give the line's level.
+    vad = EnergyVad()
+    events(through_the_phone(speechlike(0.4, loud=-28, soft=-34)), vad)
+    assert vad.ambient_dbfs == pytest.approx(-31, abs=1.5)
+    # A quiet line keeps its quiet level, and a caller who speaks later does not move it.
+    vad = EnergyVad()
+    events(through_the_phone(np.concatenate([noise(0.5, -48), speechlike(2.0, loud=-15, soft=-30)])), vad)
+    assert vad.ambient_dbfs == pytest.approx(-48, abs=1.5)
+
+
 @pytest.mark.parametrize("db_per_s", [1.0, 2.0])
 def test_slowly_rising_noise_floor_is_tracked(db_per_s: float) -> None:
     seconds = 20 / db_per_s  # from -50 to -30 dBFS

@@ -10,7 +10,7 @@ import pytest
 from audio import mulaw
 from dialog.events import ReplyDone, SendClear, TranscribeUtterance
 from loadgen.core_replay import ModelDrivenCall
-from loadgen.recordings import active_span, concat_with_pauses, loop_to, mix_at_snr, overlay
+from loadgen.recordings import active_level_dbfs, active_span, concat_with_pauses, loop_to, mix_at_snr, overlay, rms_dbfs, scale_db
 
 pytest.importorskip("faster_whisper")
 
@@ -37,6 +37,30 @@ def test_a_noise_bed_with_nobody_speaking_starts_no_turn(detector, recordings, b
     d = ModelDrivenCall(detector)
     d.feed(ReplyDone(d.now, 0))  # a greeting with nothing to say: the line is the caller's
     assert utterances(d.play(loop_to(recordings.audio(bed), 30.0))) == []
+
+
+@pytest.mark.parametrize("bed", ["babble_6", "crowd_applause"])
+@pytest.mark.parametrize("level_dbfs", [-31.0, -26.0])
+def test_a_loud_bed_from_the_first_frame_neither_cuts_the_greeting_nor_starts_a_turn(detector, recordings, piper,
+                                                                                      bed, level_dbfs):
+    """A caller in a café: the talk around them is on the line from its first frame, 10 dB under a
+    caller's voice (-26 dBFS is 10 dB under the loudest caller voice in the booking benchmark). Every
+    frame stood out from the VAD's starting floor, so none counted as the line's quiet level, and the
+    babble's first seconds were taken for the caller: the greeting was cut and whisper's "Thank you very
+    much." for the babble answered. Then a caller speaking 10 dB over it is heard (the talk around them
+    can hold their turn open up to `held_open_max_ms`: 12 s of it follow their words)."""
+    d = ModelDrivenCall(detector)
+    noise = loop_to(recordings.audio(bed), 20.0)
+    noise = scale_db(noise, level_dbfs - rms_dbfs(noise))
+    out = d.play(noise[:4000])  # the greeting starts half a second into the call, as on a real one
+    d.greet(GREETING, piper.synthesize_mulaw)
+    out += d.play(noise[4000:8000 * 8])
+    assert [a for a in out if isinstance(a, SendClear)] == [], (bed, level_dbfs)
+    assert utterances(out) == [], (bed, level_dbfs)
+    voice = recordings.audio("allison_please_hold")
+    voice = scale_db(voice, level_dbfs + 10.0 - active_level_dbfs(voice))
+    said = overlay(noise[8000 * 8:], voice)
+    assert len(utterances(d.play(said))) == 1, (bed, level_dbfs)
 
 
 def test_three_talkers_close_by_never_hold_a_turn_open_for_good(detector, recordings):
