@@ -224,7 +224,8 @@ class EnergyVad:
         self._fall = 1.0 - math.exp(-frame_s * 1000.0 / config.floor_fall_ms)
         self._rise = 1.0 - math.exp(-frame_s * 1000.0 / config.floor_rise_ms)
         self._ambient_coeff = 1.0 - math.exp(-frame_s * 1000.0 / config.ambient_ms)
-        self._ambient_bootstrap = config.frames(config.ambient_bootstrap_ms) * self._frame if config.ambient_bootstrap_ms else 0
+        bootstrap_ms = config.ambient_bootstrap_ms
+        self._ambient_bootstrap = config.frames(bootstrap_ms) * self._frame if bootstrap_ms else 0
         self._levels = np.empty(self._steady_frames, dtype=np.float64)  # guard's ring of levels
         # Ranks of the 10th and 90th percentile frame in the guard's window.
         decile = self._steady_frames // 10

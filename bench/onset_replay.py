@@ -9,7 +9,7 @@ with the real model VAD answering each `AnalyzeSpeech` after `--delay-ms`, the g
 Piper and playing, each event shifted by each of `--phases-ms`; and reports per kind the share of
 events that sent `clear`, and for barge-ins the time from the speech's onset to `clear`.
 
-`--looks 1` scores each window once (the model VAD before 9aabe4d), for comparison.
+`--looks 1` scores each window once and each request cold (the model VAD before 9aabe4d), for comparison.
 
     .venv/bin/python bench/onset_replay.py                  # results/onset_replay.json
     .venv/bin/python bench/onset_replay.py --looks 1 --json /tmp/one_look.json
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for probe in probes:
         for phase in phases:
-            call = ModelDrivenCall(detector, settings, args.delay_ms / 1000)
+            call = ModelDrivenCall(detector, settings, args.delay_ms / 1000, chain=args.looks == 2)
             call.greet(GREETING, speak)
             turn = probe.turns[0]
             lead = mulaw.silence(8 * turn.barge_in_ms + 8 * phase)

@@ -199,6 +199,9 @@ class AnalyzeSpeech:
     audio: bytes
     reference: bytes = b""
     max_lag: int = 0
+    # Ring position of the audio's first sample (-1: none): requests on one grid let the model go on
+    # from where its last analysis of the call stopped instead of scoring the same audio again.
+    start: int = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,7 +115,13 @@ class MediaCall:
                  direction: str = "inbound") -> None:
         self.ws = ws
         self.services = services
-        self._speech = getattr(services.engines, "speech", None)  # the model VAD, if it loaded
+        detector = getattr(services.engines, "speech", None)  # the model VAD, if it loaded
+        # This call's own run of it, which goes on from its last analysis (providers.speech_model).
+        self._speech = None
+        if detector is not None:
+            from providers.speech_model import SpeechStream  # the `local` extra, loaded with the detector
+
+            self._speech = SpeechStream(detector)
         if self._speech is None and session_settings.model_vad:
             session_settings = replace(session_settings, model_vad=False)
         self.session = CallSession(session_settings)
@@ -542,7 +548,7 @@ class MediaCall:
         and left unanswered: the core's verdict timeout lets the energy VAD decide."""
         metrics.SPEECH_ANALYSES.inc()
         future = self.loop.run_in_executor(self.services.engines.speech_pool, self._speech.analyze,
-                                           action.audio, action.reference, action.max_lag)
+                                           action.audio, action.reference, action.max_lag, action.start)
         request = action.request_id
         context = contextvars.copy_context()
 

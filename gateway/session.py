@@ -207,6 +207,7 @@ class _Utterance:
     speech_level: float | None = None  # the caller's level in it (dBFS, median of its speech windows)
     request: int | None = None  # the AnalyzeSpeech in flight
     request_start: int = 0
+    grid: int = -1  # ring position of its first analysis, whose 32 ms windows later ones keep to
     analysed_to: int = 0
     verdict_due: float | None = None
     next_check: float | None = None
@@ -424,10 +425,12 @@ class CallSession:
         utt.request = self._next_request
         self._next_request += 1
         utt.request_start, utt.next_check = start, None
+        if utt.grid < 0:
+            utt.grid = start
         if utt.speech is None:
             utt.verdict_due = now + self.settings.verdict_timeout_ms / 1000.0
         utt.analysed_to = max(utt.analysed_to, end)
-        return AnalyzeSpeech(utt.request, audio, reference, max_lag)
+        return AnalyzeSpeech(utt.request, audio, reference, max_lag, start)
 
     def _on_analyzed(self, ev: SpeechAnalyzed) -> list[Action]:
         utt = self._utt
@@ -457,6 +460,7 @@ class CallSession:
             elif utt.speech is None:
                 utt.speech = False
                 actions += self._not_speech(ev.now, "echo" if ev.echo_erle_db >= ECHO_EVIDENCE_DB else "noise")
+                actions += self._answer_if_quiet(ev.now)
         if utt.ended is not None:
             ended, utt.ended = utt.ended, None
             return actions + self._on_speech_ended(ended, ev.now)
@@ -517,7 +521,16 @@ class CallSession:
         # The recent audio, with the context an onset gets before it: the model's recurrent state, started
         # cold in the middle of a sound, scores its tail as speech (a burp's did, at 0.94).
         start = max(self._ring.total - self._recheck_window - self._context, utt.start, self._ring.oldest)
-        return [self._analyze(utt, now, start)]
+        return [self._analyze(utt, now, self._on_grid(utt, start))]
+
+    def _on_grid(self, utt: _Utterance, start: int) -> int:
+        """`start` moved back onto the 32 ms windows of the utterance's first analysis (forward if the ring
+        no longer holds the audio), so the model can go on from its earlier windows (SpeechStream)."""
+        origin = utt.grid
+        if start <= origin:
+            return start
+        start -= (start - origin) % MODEL_WINDOW
+        return start if start >= self._ring.oldest else start + MODEL_WINDOW
 
     def _too_long(self, utt: _Utterance) -> bool:
         return self._ring.total - utt.onset >= self.settings.held_open_max_ms * SAMPLE_RATE // 1000
@@ -555,7 +568,7 @@ class CallSession:
             return []
         self._utt = None
         if utt is None or not utt.speech:
-            return []  # noise or the agent's echo: nothing to transcribe
+            return self._answer_if_quiet(now)  # noise or the agent's echo: nothing to transcribe
         if ev.reason == "noise" and not utt.analysed_to:
             # The energy VAD found its "speech" to be a steady noise and no model heard it otherwise: as
             # before there was a model, nothing to transcribe (a streaming engine's own end of turn stands).
@@ -630,6 +643,16 @@ class CallSession:
                 self._hold_until = hold  # mid-thought: wait for the rest
                 return actions
         return actions + self._answer_pending(ev.now)
+
+    def _answer_if_quiet(self, now: float) -> list[Action]:
+        """Words whose answer waited because the caller seemed to talk on, when what followed them turned
+        out to be noise: answered now. Under a babble the next sound after the caller's words held the
+        line "busy" until it was judged, and nothing answered the words after that (only the end of a
+        later turn would have), so the caller waited in silence."""
+        if (self._pending_text and self._reply is None and self._hold_until is None
+                and self._awaiting_transcripts == 0 and not self._caller_active()):
+            return self._answer_pending(now)
+        return []
 
     def _answer_pending(self, now: float) -> list[Action]:
         self._hold_until = None

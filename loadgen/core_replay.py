@@ -19,9 +19,14 @@ FRAME_S = 0.02
 class ModelDrivenCall:
     """A started call's core; `detector` is a `providers.speech_model.SpeechDetector`."""
 
-    def __init__(self, detector, settings: SessionSettings | None = None, delay: float = 0.0) -> None:
+    def __init__(self, detector, settings: SessionSettings | None = None, delay: float = 0.0,
+                 chain: bool = True) -> None:
+        from providers.speech_model import SpeechStream
+
         self.session = CallSession(settings or SessionSettings(model_vad=True))
         self.detector = detector
+        # The call's own run of the model, as the media endpoint has (chain=False: each request cold).
+        self.speech = SpeechStream(detector) if chain else None
         self.delay = delay
         self.now = 100.0
         self._answers: list[tuple[float, int, object]] = []  # (due, request id, analysis)
@@ -62,7 +67,10 @@ class ModelDrivenCall:
             answers: list[Action] = []
             for action in actions:
                 if isinstance(action, AnalyzeSpeech):
-                    r = self.detector.analyze(action.audio, action.reference, action.max_lag)
+                    if self.speech is not None:
+                        r = self.speech.analyze(action.audio, action.reference, action.max_lag, action.start)
+                    else:
+                        r = self.detector.analyze(action.audio, action.reference, action.max_lag)
                     if self.delay:
                         self._answers.append((self.now + self.delay, action.request_id, r))
                     else:

@@ -257,6 +257,9 @@ def test_noise_on_an_idle_line_starts_no_turn_and_reaches_no_stt():
 def test_speech_starting_under_a_noise_is_caught_by_a_recheck():
     d = Driver(WITH_MODEL)
     finish_greeting(d)
+    # The line's own quiet first, as while a real greeting plays: a call's first 300 ms set its ambient
+    # level, and a noise there would be the line's level, which the caller's words here do not stand over.
+    d.audio(silence_frames(0.5))
     d.audio(speech_frames(0.3))  # noise first
     answer_analysis(d, 0.02)
     checks = []
@@ -394,3 +397,20 @@ def test_a_new_reply_waits_for_a_click_and_then_plays():
     assert d.session._pacer.queued_bytes and of(SendMedia, out) == []
     out = d.audio(silence_frames(0.04))  # it fizzled out: the next frame lets the reply go
     assert of(SendMedia, out)
+
+
+def test_words_that_waited_for_a_caller_talking_on_are_answered_when_that_turns_out_to_be_noise():
+    """Under a babble the sound right after the caller's words kept the line "busy" until the model judged
+    it; the words waited for the caller to finish, and when it was judged noise nothing answered them (only
+    the end of a later turn would have): the caller sat in silence. Now they are answered then."""
+    d = Driver(WITH_MODEL)
+    finish_greeting(d)
+    d.audio(silence_frames(0.5))
+    d.audio(speech_frames(0.6))
+    answer_analysis(d, 0.9)
+    (utterance,) = of(TranscribeUtterance, d.audio(silence_frames(0.8)))
+    d.audio(speech_frames(0.2, seed=5))  # a sound starts before the transcript is back
+    assert of(StartReply, d.feed(TranscriptReceived(d.now, "Tuesday at three please"))) == []  # they talk on?
+    out = answer_analysis(d, 0.02)  # no: a noise
+    (start,) = of(StartReply, out)
+    assert start.user_text == "Tuesday at three please"
