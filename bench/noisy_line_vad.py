@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -28,15 +29,14 @@ from dialog.events import AnalyzeSpeech, ReplyDone, TranscribeUtterance  # noqa:
 from loadgen import turn_taking as tt  # noqa: E402
 from loadgen.core_replay import ModelDrivenCall  # noqa: E402
 from loadgen.recordings import fetch, loop_to, rms_dbfs, scale_db  # noqa: E402
-
-WINDOW_8K = 256
+from providers.speech_model import WINDOW_8K  # noqa: E402
 
 
 class Timed:
-    """Wraps an `analyze`, adding up its process time and the model windows its requests hold."""
+    """Wraps an `analyze`, adding up its process time."""
 
     def __init__(self, analyze) -> None:
-        self.analyze_fn, self.cpu, self.calls = analyze, 0.0, 0
+        self.analyze_fn, self.cpu = analyze, 0.0
 
     def __call__(self, *args):
         t = time.process_time()
@@ -44,7 +44,6 @@ class Timed:
             return self.analyze_fn(*args)
         finally:
             self.cpu += time.process_time() - t
-            self.calls += 1
 
 
 def replay(detector, audio: bytes, chain: bool) -> dict:
@@ -53,7 +52,7 @@ def replay(detector, audio: bytes, chain: bool) -> dict:
         timed = call.speech.analyze = Timed(call.speech.analyze)
     else:
         timed = Timed(detector.analyze)
-        call.detector = type("Cold", (), {"analyze": staticmethod(timed)})()
+        call.detector = SimpleNamespace(analyze=timed)
     call.feed(ReplyDone(call.now, 0))  # the line is the caller's: nothing playing
     out = call.play(audio)
     seconds = len(audio) / 8000
@@ -75,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     detector = SpeechDetector(SpeechModel.shared())
     cat = fetch()
     rows = []
-    print(f"{'bed':18s} {'dBFS':>5s}  {'asks/s':>6s}  {'windows/s cold→stream':>22s}  {'CPU ms/s cold→stream':>21s}")
+    print(f"{'bed':18s} {'dBFS':>5s}  {'asks/s':>6s}  {'windows/s cold→stream':>22s}  "
+          f"{'CPU ms/s cold→stream':>21s}")
     for bed in tt.NOISE_ONLY_BEDS:
         for level in (float(x) for x in args.levels.split(",")):
             noise = loop_to(cat.audio(bed), args.seconds)
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mean CPU per second of a noisy call: cold {total['cold']} ms, stream {total['stream']} ms "
           f"(100 such calls: {total['cold'] * 10:.0f} % → {total['stream'] * 10:.0f} % of a core)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"seconds": args.seconds, "rows": rows, "mean_cpu_ms_per_s": total}, indent=1)
-                         + "\n")
+    summary = {"seconds": args.seconds, "rows": rows, "mean_cpu_ms_per_s": total}
+    args.json.write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 
 

@@ -58,6 +58,22 @@ class SpeechAnalysis:
     echo_delay_ms: float = 0.0
 
 
+def to_model_rate(pcm8k: np.ndarray) -> np.ndarray:
+    """8 kHz int16 audio as the model's 16 kHz float32, exactly twice as many samples (band-limited)."""
+    n = len(pcm8k) * 2
+    x = int16_to_float32(resample(np.asarray(pcm8k, dtype=np.int16), 8000, MODEL_RATE))
+    return np.pad(x[:n], (0, max(0, n - len(x))))
+
+
+def mean_of_looks(aligned: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """Each window's score from two looks: its own, and the mean of the second look's windows over it
+    (half window k spans windows k and k + 1; at either edge only one lies over it)."""
+    around = np.empty(len(aligned), dtype=np.float32)
+    around[0], around[-1] = half[0], half[-1]
+    around[1:-1] = (half[:-1] + half[1:]) / 2
+    return (aligned + around) / 2
+
+
 class SpeechModel:
     """Silero VAD v6 on onnxruntime, one session per process (thread-safe for `run`)."""
 
@@ -97,16 +113,11 @@ class SpeechModel:
         n_windows = len(pcm8k) // WINDOW_8K
         if n_windows == 0:
             return np.zeros(0, dtype=np.float32)
-        x = int16_to_float32(resample(np.asarray(pcm8k[: n_windows * WINDOW_8K], dtype=np.int16), 8000, MODEL_RATE))
-        x = np.pad(x[: n_windows * WINDOW], (0, max(0, n_windows * WINDOW - len(x))))
+        x = to_model_rate(pcm8k[: n_windows * WINDOW_8K])
         aligned = self._run(x, 0, n_windows)
         if n_windows < 2 or looks < 2:
             return aligned
-        half = self._run(x, WINDOW // 2, n_windows - 1)  # shifted window k spans aligned windows k and k + 1
-        around = np.empty(n_windows, dtype=np.float32)
-        around[0], around[-1] = half[0], half[-1]
-        around[1:-1] = (half[:-1] + half[1:]) / 2
-        return (aligned + around) / 2
+        return mean_of_looks(aligned, self._run(x, WINDOW // 2, n_windows - 1))
 
     def _run(self, x: np.ndarray, start: int, n_windows: int) -> np.ndarray:
         """One sequence of `n_windows` windows of 16 kHz float audio from `start`, each with the 64 samples
@@ -219,11 +230,7 @@ class SpeechStream:
         k = first - self._first
         aligned = np.asarray((self._aligned + aligned_tail)[k:k + n], dtype=np.float32)
         if n > 1:
-            half = np.asarray((self._half + half_tail)[k:k + n - 1], dtype=np.float32)
-            around = np.empty(n, dtype=np.float32)
-            around[0], around[-1] = half[0], half[-1]
-            around[1:-1] = (half[:-1] + half[1:]) / 2
-            aligned = (aligned + around) / 2
+            aligned = mean_of_looks(aligned, np.asarray((self._half + half_tail)[k:k + n - 1], dtype=np.float32))
         drop = min(len(self._aligned) - self._KEEP, k)
         if drop > 0:
             del self._aligned[:drop]
@@ -240,9 +247,7 @@ class SpeechStream:
         if extra <= 0:
             return [], []
         pre = min(lead, self._LEAD)
-        piece = np.asarray(pcm[self._end - pre - start: end - start], dtype=np.int16)
-        x = int16_to_float32(resample(piece, 8000, MODEL_RATE))
-        x = np.pad(x[: len(piece) * 2], (0, max(0, len(piece) * 2 - len(x))))
+        x = to_model_rate(pcm[self._end - pre - start: end - start])
         at = pre * 2  # the chain's end in x
         # The second look's windows so far end half a window before the chain's end, where the next one
         # starts; a new chain's first starts half a window in.
